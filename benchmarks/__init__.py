@@ -1,0 +1,1 @@
+"""Benchmarks: the demo world, metrics, quality / robustness / latency suites and reports (torch-free)."""

@@ -1,0 +1,61 @@
+"""Forget / neighbour / retain split of the world's prompts for one concept.
+
+- forget: prompts about the concept (it is named in the prompt or by the reference answer);
+- neighbour: other prompts about films that share the concept's director or a theme with it;
+- retain: everything else.
+Neighbours are what a careless unlearning run damages first, so they are measured apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
+from orin_unlearn.benchmarks.world.prompts import Prompt
+
+SETS = ("forget", "neighbour", "retain")
+
+
+@dataclass(frozen=True)
+class Splits:
+    concept: Concept
+    forget: tuple[Prompt, ...]
+    neighbour: tuple[Prompt, ...]
+    retain: tuple[Prompt, ...]
+
+    def get(self, name: str, split: str | None = None) -> list[Prompt]:
+        """Prompts of one set, optionally only one template split ("train" or "heldout")."""
+        if name not in SETS:
+            raise ValueError(f"unknown prompt set {name!r}; expected one of {SETS}")
+        prompts = getattr(self, name)
+        return [p for p in prompts if split is None or p.split == split]
+
+
+def neighbour_titles(catalogue: Catalogue, concept: Concept) -> set[str]:
+    """Films other than the concept's that share its director or one of its themes."""
+    directors = {f.director for f in concept.films}
+    themes = {t for f in concept.films for t in f.themes}
+    own = set(concept.titles)
+    return {
+        f.title
+        for f in catalogue
+        if f.title not in own and (f.director in directors or themes & set(f.themes))
+    }
+
+
+def split_prompts(prompts: list[Prompt], catalogue: Catalogue, concept: Concept | str) -> Splits:
+    """Partition `prompts` for `concept` (a `Concept` or a name to resolve)."""
+    if isinstance(concept, str):
+        concept = catalogue.concept(concept)
+    own = set(concept.titles)
+    near = neighbour_titles(catalogue, concept)
+    sets: dict[str, list[Prompt]] = {name: [] for name in SETS}
+    for p in prompts:
+        films = set(p.films)
+        if films & own:
+            sets["forget"].append(p)
+        elif films & near:
+            sets["neighbour"].append(p)
+        else:
+            sets["retain"].append(p)
+    return Splits(concept, *(tuple(sets[name]) for name in SETS))

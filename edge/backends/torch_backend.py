@@ -1,0 +1,60 @@
+"""Reference torch backend: batched greedy answers from a Hugging Face causal LM.
+
+Used for evaluation during training and for parity tests against the exported graphs. torch and
+transformers are imported inside, so the runtime package stays torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+
+class TorchChat:
+    """Greedy chat answers from a transformers model (loaded from a directory or given)."""
+
+    def __init__(self, model: Any, tokenizer: ChatTokenizer, device: str = "cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str = "cpu", dtype: str = "float32") -> TorchChat:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
+        return cls(model, ChatTokenizer(model_dir), device)
+
+    def answer_batch(
+        self, conversations: list[list[dict]], max_new_tokens: int = 40, batch_size: int = 64
+    ) -> list[str]:
+        """Greedy reply to each conversation (order kept). Batches are left-padded."""
+        import torch
+
+        encoded = [self.tokenizer.encode_chat(list(c)) for c in conversations]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        replies: list[str] = [""] * len(encoded)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]) :] = 1
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=self.tokenizer.stop_token_ids,
+                    pad_token_id=pad,
+                )
+            for row, i in enumerate(idx):
+                replies[i] = self.tokenizer.decode(out[row, width:].tolist()).strip()
+        return replies

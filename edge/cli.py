@@ -1,0 +1,58 @@
+"""The `orin-unlearn` command: one console script, subcommands dispatched lazily.
+
+Each subcommand is a `main(argv)` in its own module, imported only when called, so the runtime
+commands work on a Jetson without the training stack.
+
+    orin-unlearn demo
+    orin-unlearn world prompts --concept Inception --out runs/x/world
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+# (command words) -> module with main(argv); the longest matching prefix wins.
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("demo",): ("orin_unlearn.edge.demo", "run the whole pipeline on the embedded demo world"),
+    ("world", "prompts"): (
+        "orin_unlearn.benchmarks.world_cli",
+        "write a concept's forget/neighbour/retain prompts",
+    ),
+    ("world", "eval-base"): (
+        "orin_unlearn.benchmarks.base_quality_cli",
+        "measure a base model on the demo world",
+    ),
+    ("world", "build-base"): (
+        "orin_unlearn.train.base_cli",
+        "train the demo world's tokenizer and tiny base model",
+    ),
+}
+
+
+def usage() -> str:
+    lines = ["usage: orin-unlearn COMMAND [args]", "", "commands:"]
+    lines += [f"  {' '.join(words):<20} {help_}" for words, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for n in (2, 1):
+        words = tuple(argv[:n])
+        if words in COMMANDS:
+            module = importlib.import_module(COMMANDS[words][0])
+            return int(module.main(argv[n:]) or 0)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    print(usage(), file=sys.stderr)
+    if argv:
+        print(f"\nunknown command: {' '.join(argv[:2])}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Install orin-unlearn: the repo's top-level folders under one import namespace.
+
+`edge/` becomes `orin_unlearn.edge`, `train/` `orin_unlearn.train`, and so on, so
+nothing generic lands in site-packages. Works for `pip install .` and `pip install -e .`.
+"""
+
+from __future__ import annotations
+
+from setuptools import find_packages, setup
+
+FOLDERS = ("edge", "train", "export", "benchmarks")
+
+
+def _packages() -> tuple[list[str], dict[str, str]]:
+    packages: list[str] = []
+    package_dir: dict[str, str] = {}
+    for folder in FOLDERS:
+        root = f"orin_unlearn.{folder}"
+        package_dir[root] = folder
+        packages.append(root)
+        packages += [f"{root}.{sub}" for sub in find_packages(folder)]
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = _packages()
+
+RUNTIME = [
+    "numpy>=1.24,<3",
+    "tokenizers>=0.21,<0.23",
+    "onnxruntime>=1.18",
+    "pyyaml>=6",
+    "rich>=13",
+    "safetensors>=0.4",
+]
+TRAIN = [
+    "torch==2.13.0",
+    "transformers==4.57.6",
+    "peft==0.21.2",
+    "accelerate==1.15.0",
+    "matplotlib>=3.8",
+]
+EXPORT = ["onnx>=1.16", "onnxscript>=0.5", "optimum-onnx==0.1.0", "optimum==2.1.0"]
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29"]
+BENCH = ["matplotlib>=3.8"]
+# On a Jetson, TensorRT and pycuda come from JetPack (system Python); see jetson/README.md.
+JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
+DEV = sorted(set(TRAIN + EXPORT + SERVE + BENCH + ["pytest>=8", "ruff>=0.6", "openai>=1.30"]))
+
+setup(
+    name="orin-unlearn",
+    version="0.1.0",
+    description="Remove a concept from an LLM with an activation-guided masked LoRA and ship it to a Jetson Orin.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={
+        "orin_unlearn.benchmarks.world": ["*.json", "*.yaml", "tiny_base/*"],
+        "orin_unlearn.train": ["configs/*.yaml"],
+    },
+    include_package_data=True,
+    install_requires=RUNTIME,
+    extras_require={
+        "train": TRAIN,
+        "export": EXPORT,
+        "serve": SERVE,
+        "bench": BENCH,
+        "jetson": JETSON,
+        "dev": DEV,
+    },
+    entry_points={"console_scripts": ["orin-unlearn=orin_unlearn.edge.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.10",
+        "License :: OSI Approved :: MIT License",
+        "Operating System :: POSIX :: Linux",
+    ],
+)

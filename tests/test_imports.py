@@ -1,0 +1,32 @@
+"""The runtime and benchmark packages import without torch (a Jetson may not have it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+MODULES = [
+    "orin_unlearn.edge",
+    "orin_unlearn.edge.cli",
+    "orin_unlearn.edge.demo",
+    "orin_unlearn.edge.tokenizer",
+    "orin_unlearn.edge.formats",
+    "orin_unlearn.edge.config",
+    "orin_unlearn.edge.backends.torch_backend",
+    "orin_unlearn.benchmarks",
+    "orin_unlearn.benchmarks.world",
+    "orin_unlearn.benchmarks.quality",
+    "orin_unlearn.benchmarks.report",
+    "orin_unlearn.benchmarks.base_quality",
+    "orin_unlearn.benchmarks.world_cli",
+    "orin_unlearn.benchmarks.base_quality_cli",
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_without_torch(module):
+    code = f"import sys, {module}; bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
