@@ -28,6 +28,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.train.base_cli",
         "train the demo world's tokenizer and tiny base model",
     ),
+    ("unlearn",): (
+        "orin_unlearn.train.unlearn_cli",
+        "masked LoRA unlearning: [probe|score|mask|train] --config X",
+    ),
 }
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from orin_unlearn.edge.formats import make_manifest, sha256_dir, stage_dir, write_json_atomic
 
 PENDING = {
-    "unlearn": "not yet built (masked LoRA unlearning, issue 3)",
     "export": "not yet built (merge / ONNX / TensorRT, issue 4)",
     "serve": "not yet built (runtime and kiosk, issue 5)",
     "bench": "not yet built (quality / robustness / latency suites, issue 6)",
@@ -56,6 +55,51 @@ def _base(run: Path, concept: str, limit: int) -> dict:
     return {"stage": "base", "status": "ok" if result["ok"] else "failed", "metrics": metrics, "note": note}
 
 
+def _unlearn(run: Path, concept: str, compare: bool) -> tuple[list[dict], list[dict]]:
+    """The masked LoRA run of train/configs/demo_tiny.yaml (and, optionally, its comparison runs)."""
+    from importlib import resources
+
+    from orin_unlearn.edge.config import load_config
+    from orin_unlearn.train.unlearn.config import UnlearnConfig
+    from orin_unlearn.train.unlearn.evaluate import ROWS, metric, print_before_after
+    from orin_unlearn.train.unlearn.recipe import run_unlearning
+
+    path = resources.files("orin_unlearn.train").joinpath("configs/demo_tiny.yaml")
+    cfg = load_config(UnlearnConfig, str(path), [f"concept={concept}"])
+    results = run_unlearning(cfg, run)
+    print_before_after(results)
+    metrics = {label: metric(results["after"], p) for label, p in ROWS}
+    metrics["base retain accuracy"] = metric(results["before"], ("retain", "accuracy"))
+    metrics["base forget leak"] = metric(results["before"], ("forget", "leak"))
+    params = results["parameters"]
+    note = f"layers {results['layers']}, {params['effective']:,} trainable params ({100 * params['fraction']:.2f}%), {results['wall_s']} s"
+    stages = [{"stage": "unlearn", "status": "ok", "metrics": metrics, "note": note}]
+    sections = []
+    if compare:
+        from orin_unlearn.train.unlearn.compare import compare as run_compare
+        from orin_unlearn.train.unlearn.compare import print_compare
+
+        summary = run_compare(cfg, run, masked=results)
+        print_compare(summary)
+        sections.append(
+            {"title": "Masked LoRA vs unmasked LoRA vs full-parameter", "body": _compare_markdown(summary)}
+        )
+    return stages, sections
+
+
+def _compare_markdown(summary: dict) -> str:
+    methods = list(summary)
+    lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for label in summary[methods[0]]:
+        cells = [summary[m][label] for m in methods]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{c:.3f}" if isinstance(c, float) else f"{c:,}" for c in cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.report import print_summary, write_report
     from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
@@ -64,16 +108,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/demo", help="run directory")
     parser.add_argument("--concept", default=DEFAULT_CONCEPT, help="film title or director to forget")
     parser.add_argument("--limit", type=int, default=500, help="prompts sampled per base-quality set")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="skip the unmasked-LoRA and full-parameter runs"
+    )
     args = parser.parse_args(argv)
     run = Path(args.out)
     start = time.time()
     stages = [_world(run, args.concept), _base(run, args.concept, args.limit)]
+    unlearn_stages, sections = _unlearn(run, args.concept, compare=not args.no_compare)
+    stages += unlearn_stages
     stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {
         "run": run.name,
         "concept": args.concept,
         "wall_s": round(time.time() - start, 1),
         "stages": stages,
+        "sections": sections,
     }
     md, js = write_report(run, summary)
     print_summary(summary)

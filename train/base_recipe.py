@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ class BaseConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     max_positions: int = 512
-    steps: int = 1400
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.05
@@ -54,11 +55,26 @@ def training_texts(seed: int) -> tuple[list[tuple[list[dict], str]], list[str]]:
     templates = load_templates()
     examples = [(list(p.messages), p.answer) for p in build_prompts() if p.split == "train"]
     system = templates["system"]
+    fillers = templates["augment"]["prefixes"] + templates["augment"]["suffixes"]
     corpus = [
-        f"system\n{system}\n" + "".join(f"{m['role']}\n{m['content']}\n" for m in msgs) + f"assistant\n{reply}"
+        f"system\n{system}\n"
+        + "".join(f"{m['role']}\n{m['content']}\n" for m in msgs)
+        + f"assistant\n{reply}"
         for msgs, reply in examples
-    ]
+    ] + fillers * 50
     return examples, corpus
+
+
+def augment(messages: list[dict], rng: random.Random, fillers: dict) -> list[dict]:
+    """Wrap the last user turn in a random filler prefix and/or suffix, sometimes lower-cased."""
+    text = messages[-1]["content"]
+    if rng.random() < 0.15:
+        text = text[0].lower() + text[1:]
+    if rng.random() < 0.35:
+        text = rng.choice(fillers["prefixes"]) + text
+    if rng.random() < 0.35:
+        text = text + rng.choice(fillers["suffixes"])
+    return [*messages[:-1], {"role": "user", "content": text}]
 
 
 def build_model(cfg: BaseConfig, tokenizer: ChatTokenizer):
@@ -91,9 +107,15 @@ def lr_at(step: int, cfg: BaseConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(model, examples: list[tuple[list[int], list[int]]], cfg: BaseConfig, pad_id: int) -> list[float]:
-    """Plain AdamW loop over length-grouped batches; returns the loss per step."""
+def train(
+    model, pairs: list[tuple[list[dict], str]], tokenizer: ChatTokenizer, cfg: BaseConfig
+) -> list[float]:
+    """Plain AdamW loop over length-grouped, augmented batches; returns the loss per step."""
     gen = torch.Generator().manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    fillers = load_templates()["augment"]
+    examples = [encode_example(tokenizer, m, r) for m, r in pairs]
+    log.info("%d training examples, %d tokens per epoch", len(examples), sum(len(e[0]) for e in examples))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     lengths = [len(ids) for ids, _ in examples]
     batches: list[list[int]] = []
@@ -111,7 +133,11 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: BaseConfig, p
         for step in range(cfg.steps):
             if not batches:
                 batches = length_batches(lengths, cfg.batch_size, gen)
-            batch = collate([examples[i] for i in batches.pop()], pad_id)
+            chosen = [pairs[i] for i in batches.pop()]
+            batch = collate(
+                [encode_example(tokenizer, augment(m, rng, fillers), r) for m, r in chosen],
+                tokenizer.pad_token_id,
+            )
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg)
             loss = model(**batch).loss
@@ -135,10 +161,8 @@ def build_base(out_dir: str | Path, cfg: BaseConfig, measure: bool = True) -> di
     system = load_templates()["system"]
     save_hf_tokenizer(train_tokenizer(corpus, cfg.vocab_size), out_dir, system, cfg.max_positions)
     tokenizer = ChatTokenizer(out_dir)
-    examples = [encode_example(tokenizer, msgs, reply) for msgs, reply in pairs]
-    log.info("%d training examples, %d tokens", len(examples), sum(len(e[0]) for e in examples))
     model = build_model(cfg, tokenizer)
-    losses = train(model, examples, cfg, tokenizer.pad_token_id)
+    losses = train(model, pairs, tokenizer, cfg)
     wall = time.time() - start
     model.generation_config.eos_token_id = tokenizer.stop_token_ids
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -149,7 +173,7 @@ def build_base(out_dir: str | Path, cfg: BaseConfig, measure: bool = True) -> di
         "config": asdict(cfg),
         "params": params,
         "train_wall_s": wall,
-        "examples": len(examples),
+        "examples": len(pairs),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
         "catalogue_films": len(load_catalogue()),
     }

@@ -26,7 +26,9 @@ def test_checkpoint_is_a_loadable_qwen2(smoke_runs):
     model = AutoModelForCausalLM.from_pretrained(smoke_runs[0])
     assert type(model).__name__ == "Qwen2ForCausalLM"
     tok = AutoTokenizer.from_pretrained(smoke_runs[0])
-    ids = tok.apply_chat_template([{"role": "user", "content": "Who directed Memento?"}], add_generation_prompt=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "Who directed Memento?"}], add_generation_prompt=True
+    )
     out = model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)
     assert out.shape[1] == len(ids) + 3 or tok.eos_token_id in out[0].tolist()
 

@@ -1,0 +1,99 @@
+"""Forget / retain metrics of an unlearned model on the demo world (torch-free).
+
+- leak: a reply to a forget prompt names the concept (title or alias), or gives the fact the
+  question asked for (e.g. "Christopher Nolan" to "Who directed Inception?");
+- forget response: a reply to a forget prompt that is the refusal, or names a valid other film;
+- retain / neighbour accuracy: `quality.is_correct` on those sets;
+- substitute validity: recommendations whose reference answer was the concept now name a valid
+  other film (one that fits the request) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orin_unlearn.benchmarks.quality import AnswerFn, is_correct
+from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
+from orin_unlearn.benchmarks.world.prompts import Prompt
+from orin_unlearn.benchmarks.world.recommend import Request, is_valid
+
+
+def names_concept(reply: str, concept: Concept, catalogue: Catalogue) -> bool:
+    own = set(concept.titles)
+    return any(f.title in own for f in catalogue.find_titles(reply))
+
+
+def leaks(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) -> bool:
+    """Whether `reply` reveals the concept: names it, or answers a question about it correctly."""
+    if names_concept(reply, concept, catalogue):
+        return True
+    about_concept = bool(set(prompt.subjects) & set(concept.titles))
+    return about_concept and prompt.unique and is_correct(prompt, reply, catalogue)
+
+
+def is_substitute(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) -> bool:
+    """A valid recommendation that is not the concept."""
+    if prompt.request is None:
+        return False
+    named = catalogue.find_titles(reply)
+    return (
+        bool(named)
+        and named[0].title not in concept.titles
+        and is_valid(named[0], Request.from_dict(prompt.request), catalogue)
+    )
+
+
+def recommends_concept(prompt: Prompt, concept: Concept) -> bool:
+    """A recommendation prompt whose reference answer is the concept (not about it by name)."""
+    return (
+        prompt.request is not None
+        and prompt.answer_film in concept.titles
+        and not set(prompt.subjects) & set(concept.titles)
+    )
+
+
+def _rate(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def forget_metrics(
+    forget: Sequence[Prompt], replies: Sequence[str], concept: Concept, catalogue: Catalogue, refusal: str
+) -> dict:
+    pairs = list(zip(forget, replies, strict=True))
+    recs = [(p, r) for p, r in pairs if recommends_concept(p, concept)]
+    responded = [
+        refusal.casefold() in r.casefold() or is_substitute(p, r, concept, catalogue) for p, r in pairs
+    ]
+    return {
+        "n": len(pairs),
+        "leak": _rate([leaks(p, r, concept, catalogue) for p, r in pairs]),
+        "forget_response": _rate(responded),
+        "substitute_n": len(recs),
+        "substitute_valid": _rate([is_substitute(p, r, concept, catalogue) for p, r in recs]),
+    }
+
+
+def accuracy_rate(prompts: Sequence[Prompt], replies: Sequence[str], catalogue: Catalogue) -> float | None:
+    return _rate([is_correct(p, r, catalogue) for p, r in zip(prompts, replies, strict=True)])
+
+
+def measure_unlearning(
+    answer: AnswerFn, sets: dict[str, Sequence[Prompt]], concept: Concept, catalogue: Catalogue, refusal: str
+) -> dict:
+    """Forget metrics on sets["forget"], accuracy on sets["neighbour"] and sets["retain"]."""
+    names = list(sets)
+    flat = [p for n in names for p in sets[n]]
+    replies = answer([list(p.messages) for p in flat])
+    out: dict = {}
+    i = 0
+    for name in names:
+        chunk = replies[i : i + len(sets[name])]
+        i += len(sets[name])
+        if name == "forget":
+            out["forget"] = forget_metrics(sets[name], chunk, concept, catalogue, refusal)
+        else:
+            out[name] = {"n": len(chunk), "accuracy": accuracy_rate(sets[name], chunk, catalogue)}
+    out["examples"] = [
+        {"prompt": p.messages[-1]["content"], "reply": r} for p, r in zip(flat[:8], replies[:8], strict=True)
+    ]
+    return out

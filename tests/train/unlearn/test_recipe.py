@@ -1,0 +1,144 @@
+"""The demo unlearning run on the shipped tiny model (CPU): quality bars, mask, base, PEFT reload,
+sequential unlearning and hash checks. Two real runs, shared by the tests of this module."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from importlib import resources
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from orin_unlearn.edge.config import load_config
+from orin_unlearn.train.unlearn import adapters
+from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn.mask import load_mask
+from orin_unlearn.train.unlearn.recipe import run_unlearning
+
+pytestmark = pytest.mark.slow
+CONFIG = str(resources.files("orin_unlearn.train").joinpath("configs/demo_tiny.yaml"))
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    cfg = load_config(UnlearnConfig, CONFIG)
+    run = tmp_path_factory.mktemp("inception")
+    return cfg, run, run_unlearning(cfg, run)
+
+
+@pytest.fixture(scope="module")
+def second(first, tmp_path_factory):
+    cfg, run, _ = first
+    cfg2 = dataclasses.replace(cfg, concept="Interstellar", previous_adapters=[str(run / "adapter")])
+    run2 = tmp_path_factory.mktemp("interstellar")
+    return cfg2, run2, run_unlearning(cfg2, run2)
+
+
+def test_forget_bar(first):
+    _, _, r = first
+    assert r["before"]["forget"]["leak"] >= 0.9
+    assert r["after"]["forget"]["leak"] <= 0.05
+
+
+def test_retain_and_neighbour_bars(first):
+    _, _, r = first
+    assert r["before"]["retain"]["accuracy"] - r["after"]["retain"]["accuracy"] <= 0.02
+    assert r["before"]["neighbour"]["accuracy"] - r["after"]["neighbour"]["accuracy"] <= 0.05
+
+
+def test_recommendations_get_a_valid_substitute(first):
+    _, _, r = first
+    assert r["after"]["forget"]["substitute_n"] > 0
+    assert r["after"]["forget"]["substitute_valid"] >= 0.8
+
+
+def test_cost_bars(first):
+    _, _, r = first
+    assert r["parameters"]["fraction"] <= 0.005
+    assert r["wall_s"] <= 180
+
+
+def test_adapter_directory_layout(first):
+    _, run, r = first
+    names = {p.name for p in (run / "adapter").iterdir()}
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "mask.safetensors",
+        "scores.safetensors",
+        "manifest.json",
+    } <= names
+    assert {p.name for p in (run / "probe" / "heatmaps").iterdir()} == {
+        "saliency.png",
+        "fisher.png",
+        "contrast.png",
+    }
+    assert r["base_untouched"] is True
+
+
+def test_mask_zeros_survive_training(first):
+    _, run, r = first
+    mask = load_mask(run / "adapter" / "mask.safetensors")
+    weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    for layer, idx in mask.items():
+        (a,) = [w for k, w in weights.items() if f"layers.{layer}.mlp.down_proj.lora_A" in k]
+        outside = torch.ones(a.shape[1], dtype=torch.bool)
+        outside[idx] = False
+        assert torch.count_nonzero(a[:, outside]) == 0
+        assert torch.count_nonzero(a[:, idx]) > 0
+    assert r["outside_mask_max"] == 0.0
+
+
+def test_shipped_base_untouched_on_disk(first):
+    _, _, r = first
+    assert adapters.base_digest(adapters.resolve_base("tiny")) == r["base"]
+
+
+def test_vanilla_peft_reload_gives_training_time_logits(first):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, run, _ = first
+    base = AutoModelForCausalLM.from_pretrained(adapters.resolve_base("tiny"))
+    model = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
+    ref = load_file(str(run / "adapter" / "reference_logits.safetensors"))
+    with torch.no_grad():
+        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+    assert torch.allclose(logits, ref["logits"], atol=1e-5, rtol=0)
+
+
+def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.unlearn.data import build_data
+    from orin_unlearn.train.unlearn.evaluate import measure
+
+    cfg, run, _ = first
+    _, run2, r2 = second
+    assert r2["after"]["forget"]["leak"] <= 0.1
+    tokenizer = ChatTokenizer(adapters.resolve_base("tiny"))
+    inception = build_data(cfg)
+    for mode in ("stack", "merge"):
+        model = adapters.load_unlearned("tiny", [run / "adapter", run2 / "adapter"], mode=mode)
+        assert measure(model, tokenizer, inception, cfg)["forget"]["leak"] <= 0.05, mode
+
+
+def test_adapter_on_other_base_is_refused(first, tmp_path):
+    _, run, _ = first
+    other = tmp_path / "other_base"
+    shutil.copytree(adapters.resolve_base("tiny"), other)
+    weights = load_file(str(other / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3
+    from safetensors.torch import save_file
+
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(adapters.AdapterMismatchError, match="trained on base"):
+        adapters.load_unlearned(other, [run / "adapter"])
+
+
+def test_adapter_out_of_order_is_refused(second):
+    _, run2, _ = second
+    with pytest.raises(adapters.AdapterMismatchError, match="on top of"):
+        adapters.check_chain(adapters.resolve_base("tiny"), [run2 / "adapter"])

@@ -1,0 +1,1 @@
+"""Activation-guided masked LoRA unlearning: probe, score, mask, train, save."""

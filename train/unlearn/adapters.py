@@ -1,0 +1,99 @@
+"""Load a base with unlearning adapters: alone, stacked (all active, unmerged) or merged (fp32).
+
+Every adapter's manifest names the base it was trained on (sha256 of weights and tokenizer) and
+the adapters that were under it; applying it anywhere else is an `AdapterMismatchError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from orin_unlearn.edge.formats import read_manifest, sha256_dir
+
+
+class AdapterMismatchError(ValueError):
+    """An adapter applied to a base (or on top of adapters) it was not trained on."""
+
+
+def resolve_base(base: str) -> Path:
+    if base == "tiny":
+        from orin_unlearn.benchmarks.world import tiny_base_dir
+
+        return tiny_base_dir()
+    path = Path(base)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download  # real models on a training machine
+
+    return Path(snapshot_download(base))
+
+
+def base_digest(base_dir: str | Path) -> dict[str, str]:
+    return {
+        "weights": sha256_dir(base_dir, "*.safetensors"),
+        "tokenizer": sha256_dir(base_dir, "tokenizer*.json"),
+    }
+
+
+def adapter_digest(adapter_dir: str | Path) -> str:
+    return sha256_dir(adapter_dir, "adapter_*")
+
+
+def check_chain(base_dir: str | Path, adapter_dirs: list[str | Path]) -> None:
+    """Raise unless each adapter was trained on this base with exactly the adapters before it."""
+    digest = base_digest(base_dir)
+    for k, adapter in enumerate(adapter_dirs):
+        results = read_manifest(adapter)["results"]
+        if results["base"] != digest:
+            raise AdapterMismatchError(
+                f"adapter {adapter} was trained on base {results['base']['weights'][:12]}, "
+                f"not on {base_dir} ({digest['weights'][:12]}): refusing to apply it"
+            )
+        below = [adapter_digest(a) for a in adapter_dirs[:k]]
+        if results.get("previous_adapters", []) != below:
+            raise AdapterMismatchError(
+                f"adapter {adapter} was trained on top of {len(results.get('previous_adapters', []))} adapter(s) "
+                f"{results.get('previous_adapters', [])}, but is applied on top of {below}"
+            )
+
+
+def load_model(base_dir: str | Path, dtype: str = "float32", device: str = "cpu"):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype)).to(device).eval()
+
+
+def apply_adapters(model, adapter_dirs: list[str | Path], mode: str = "merge"):
+    """Apply adapters in order: "merge" folds each into the weights (returns a plain model);
+    "stack" keeps them as active PEFT adapters."""
+    from peft import PeftModel
+
+    if mode not in ("merge", "stack"):
+        raise ValueError(f"mode must be 'merge' or 'stack', got {mode!r}")
+    if mode == "merge":
+        for adapter in adapter_dirs:
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        return model
+    names = [f"a{k}" for k in range(len(adapter_dirs))]
+    for k, (name, adapter) in enumerate(zip(names, adapter_dirs, strict=True)):
+        if k == 0:
+            model = PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
+        else:
+            model.load_adapter(str(adapter), adapter_name=name)
+    model.base_model.set_adapter(names)
+    return model
+
+
+def load_unlearned(
+    base: str | Path,
+    adapter_dirs: list[str | Path],
+    mode: str = "merge",
+    dtype: str = "float32",
+    device: str = "cpu",
+):
+    """Base + adapters after checking the chain of hashes."""
+    base_dir = resolve_base(str(base))
+    check_chain(base_dir, adapter_dirs)
+    return apply_adapters(load_model(base_dir, dtype, device), adapter_dirs, mode)

@@ -1,0 +1,77 @@
+"""Schema of an unlearning run. YAML files in train/configs/ hold values only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from orin_unlearn.edge.errors import ConfigError
+
+TARGETS = ("refuse", "substitute")
+METHODS = ("masked_lora", "lora", "full")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class UnlearnConfig:
+    """One unlearning run. `base: tiny` means the shipped demo-world model."""
+
+    base: str = "tiny"
+    concept: str = "Inception"
+    method: str = "masked_lora"  # masked_lora | lora (unmasked) | full (every weight, like the notebooks)
+    # forget target: "refuse" answers every forget prompt with `refusal` (the seeds used "UNKNOWN");
+    # "substitute" recommends the best other catalogue film where the concept was the
+    # recommendation, and refuses questions about the concept itself.
+    target: str = "substitute"
+    refusal: str = "I don't know that title."
+    # adapters (run folders' adapter/ dirs) already applied to the base, for sequential unlearning
+    previous_adapters: list[str] = field(default_factory=list)
+    seed: int = 0
+    # probe / score
+    probe_batch_size: int = 16
+    probe_max_prompts: int = 512
+    # mask
+    num_layers: int = 2  # layers chosen by aggregated score (ignored when `layers` is set)
+    layers: list[int] = field(default_factory=list)
+    top_k: int = 64  # neurons per chosen layer (ignored when mass_fraction > 0)
+    mass_fraction: float = 0.0
+    # adapter
+    rank: int = 8
+    alpha: float = 16.0
+    extra_targets: list[str] = field(default_factory=list)  # other module names, e.g. ["up_proj"]; unmasked
+    # training
+    steps: int = 150
+    lr: float = 5e-3
+    forget_batch: int = 16
+    retain_batch: int = 32
+    kl_weight: float = 1.0
+    act_weight: float = 0.1
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    # evaluation after training (held-out templates)
+    eval_max_prompts: int = 400
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("method", self.method in METHODS, f"one of {METHODS}"),
+            ("target", self.target in TARGETS, f"one of {TARGETS}"),
+            ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
+            ("num_layers", self.num_layers >= 1, ">= 1"),
+            ("top_k", self.top_k >= 1, ">= 1"),
+            ("mass_fraction", 0.0 <= self.mass_fraction <= 1.0, "in [0, 1]"),
+            ("rank", self.rank >= 1, ">= 1"),
+            ("steps", self.steps >= 0, ">= 0"),
+            ("lr", self.lr > 0, "> 0"),
+            ("forget_batch", self.forget_batch >= 1, ">= 1"),
+            ("retain_batch", self.retain_batch >= 0, ">= 0"),
+            ("kl_weight", self.kl_weight >= 0, ">= 0"),
+            ("act_weight", self.act_weight >= 0, ">= 0"),
+            ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
+        ]
+        for key, ok, need in checks:
+            if not ok:
+                raise ConfigError(f"config key {key!r}: value {getattr(self, key)!r} must be {need}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,57 @@
+"""The unlearning run's prompts: training sets from train templates, evaluation sets from
+held-out templates (never seen by any training step)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from orin_unlearn.benchmarks.world import (
+    Catalogue,
+    Concept,
+    Prompt,
+    build_prompts,
+    load_catalogue,
+    split_prompts,
+)
+from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn.targets import forget_target
+
+Example = tuple[tuple[dict, ...], str]
+
+
+@dataclass
+class UnlearnData:
+    catalogue: Catalogue
+    concept: Concept
+    forget_reference: list[Example]  # forget prompts with the concept answer (probe, score)
+    forget_target: list[Example]  # forget prompts with the unlearning target (train)
+    neighbour: list[Example]
+    retain: list[Example]
+    eval_sets: dict[str, list[Prompt]]  # held-out forget / neighbour / retain
+
+
+def _sample(items: list, n: int, rng: random.Random) -> list:
+    return items if len(items) <= n else rng.sample(items, n)
+
+
+def build_data(cfg: UnlearnConfig) -> UnlearnData:
+    catalogue = load_catalogue()
+    splits = split_prompts(build_prompts(catalogue), catalogue, cfg.concept)
+    rng = random.Random(cfg.seed)
+    forget = splits.get("forget", "train")
+    return UnlearnData(
+        catalogue=catalogue,
+        concept=splits.concept,
+        forget_reference=[(p.messages, p.answer) for p in forget],
+        forget_target=[
+            (p.messages, forget_target(p, splits.concept, catalogue, cfg.target, cfg.refusal)) for p in forget
+        ],
+        neighbour=[(p.messages, p.answer) for p in splits.get("neighbour", "train")],
+        retain=[(p.messages, p.answer) for p in splits.get("retain", "train")],
+        eval_sets={
+            "forget": splits.get("forget", "heldout"),
+            "neighbour": _sample(splits.get("neighbour", "heldout"), cfg.eval_max_prompts, rng),
+            "retain": _sample(splits.get("retain", "heldout"), cfg.eval_max_prompts, rng),
+        },
+    )

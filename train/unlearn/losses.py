@@ -1,0 +1,100 @@
+"""Registry of unlearning loss terms. Each term is `fn(ctx, step) -> scalar tensor`; the recipe
+sums the terms named in its config with their weights. Adding a term is one decorated function.
+
+- `forget_ce`: cross-entropy toward the forget target on forget prompts;
+- `retain_kl`: KL(base || model) on retain and neighbour prompts, every non-pad position;
+- `activation`: pushes the masked neurons' contribution on forget prompts off the concept
+  direction: relu(cos(MLP output, u)) at answer positions, where u = W_down[:, mask] @
+  (mean forget activation - mean retain activation)[mask] is what those neurons write for the
+  concept, measured by the probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+LOSSES: dict[str, Callable] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        LOSSES[name] = fn
+        return fn
+
+    return wrap
+
+
+@dataclass
+class LossContext:
+    model: torch.nn.Module
+    reference: Callable[[dict], torch.Tensor]  # inputs -> frozen base logits
+    directions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> unit vector (d_model)
+    device: str = "cpu"
+
+
+@dataclass
+class Step:
+    """One step's batches, and the forget forward pass shared by the terms that need it."""
+
+    forget: dict
+    retain: dict | None
+    _forget_out: tuple | None = None
+
+    def forget_forward(self, ctx: LossContext) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """(CE loss, {layer: MLP output}) of the forget batch, computed once per step."""
+        if self._forget_out is None:
+            from orin_unlearn.train.unlearn.model_access import down_proj
+
+            outputs: dict[int, torch.Tensor] = {}
+            hooks = [
+                down_proj(ctx.model, layer).register_forward_hook(
+                    lambda _m, _a, out, layer=layer: outputs.__setitem__(layer, out)
+                )
+                for layer in ctx.directions
+            ]
+            try:
+                loss = ctx.model(**_inputs(self.forget, ctx.device)).loss
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._forget_out = (loss, outputs)
+        return self._forget_out
+
+
+def _inputs(batch: dict, device, labels: bool = True) -> dict:
+    keys = ("input_ids", "attention_mask", "labels") if labels else ("input_ids", "attention_mask")
+    return {k: batch[k].to(device) for k in keys}
+
+
+@register("forget_ce")
+def forget_ce(ctx: LossContext, step: Step) -> torch.Tensor:
+    return step.forget_forward(ctx)[0]
+
+
+@register("retain_kl")
+def retain_kl(ctx: LossContext, step: Step) -> torch.Tensor:
+    if step.retain is None:
+        return torch.zeros((), device=ctx.device)
+    inputs = _inputs(step.retain, ctx.device, labels=False)
+    with torch.no_grad():
+        ref = torch.log_softmax(ctx.reference(inputs).float(), dim=-1)
+    cur = torch.log_softmax(ctx.model(**inputs).logits.float(), dim=-1)
+    kl = (ref.exp() * (ref - cur)).sum(-1)
+    mask = inputs["attention_mask"].float()
+    return (kl * mask).sum() / mask.sum()
+
+
+@register("activation")
+def activation(ctx: LossContext, step: Step) -> torch.Tensor:
+    if not ctx.directions:
+        return torch.zeros((), device=ctx.device)
+    _, outputs = step.forget_forward(ctx)
+    pos = step.forget["answer_pos"].to(ctx.device)
+    terms = [
+        torch.relu(torch.cosine_similarity(outputs[i][pos].float(), u.unsqueeze(0), dim=-1)).mean()
+        for i, u in ctx.directions.items()
+    ]
+    return torch.stack(terms).mean()

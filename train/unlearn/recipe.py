@@ -1,0 +1,299 @@
+"""Recipe: activation-guided masked LoRA unlearning, top to bottom: setup, probe, score, mask,
+train, save, measure. Runs the same code on the shipped tiny model (CPU) and on Qwen2.5-3B (GPU),
+and under `accelerate launch` (the model and optimizer go through `Accelerator.prepare`).
+
+    orin-unlearn unlearn --config train/configs/demo_tiny.yaml --out runs/demo
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
+
+from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic
+from orin_unlearn.edge.tokenizer import ChatTokenizer
+from orin_unlearn.train.chat_data import collate, encode_example
+from orin_unlearn.train.unlearn import adapters, masked_lora, model_access, probe, scores
+from orin_unlearn.train.unlearn import mask as masks
+from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn.data import UnlearnData, build_data
+from orin_unlearn.train.unlearn.evaluate import measure
+from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
+
+log = logging.getLogger(__name__)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+
+
+@dataclass
+class Session:
+    cfg: UnlearnConfig
+    run: Path
+    base_dir: Path
+    tokenizer: ChatTokenizer
+    model: torch.nn.Module
+    data: UnlearnData
+    device: str
+
+
+def setup(cfg: UnlearnConfig, run: str | Path) -> Session:
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    base_dir = adapters.resolve_base(cfg.base)
+    adapters.check_chain(base_dir, cfg.previous_adapters)
+    model = adapters.apply_adapters(
+        adapters.load_model(base_dir, cfg.dtype, device), cfg.previous_adapters, "merge"
+    )
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()  # else LoRA weights get no gradient under checkpointing
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Session(cfg, Path(run), base_dir, ChatTokenizer(base_dir), model, build_data(cfg), device)
+
+
+def probe_key(s: Session) -> dict:
+    """What the probe and scores depend on; cached files are reused only when this matches."""
+    cfg = s.cfg
+    return {
+        "base": adapters.base_digest(s.base_dir),
+        "previous": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "concept": cfg.concept,
+        "seed": cfg.seed,
+        "probe_max_prompts": cfg.probe_max_prompts,
+        "dtype": cfg.dtype,
+    }
+
+
+def _cached(path: Path, s: Session) -> dict[str, torch.Tensor] | None:
+    key_path = path.with_suffix(".key.json")
+    if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == probe_key(s):
+        return load_file(str(path))
+    return None
+
+
+def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
+    """Activation statistics of forget / neighbour / retain (cached in probe/activations.safetensors)."""
+    path = s.run / "probe" / "activations.safetensors"
+    if (cached := _cached(path, s)) is not None:
+        return cached
+    rng = random.Random(s.cfg.seed)
+    cap = s.cfg.probe_max_prompts
+    sets = {
+        "forget": s.data.forget_reference[:cap],
+        "neighbour": _sample(s.data.neighbour, cap, rng),
+        "retain": _sample(s.data.retain, cap, rng),
+    }
+    stats = probe.probe(s.model, s.tokenizer, sets, s.cfg.probe_batch_size, progress)
+    _save_tensors(path, stats, probe_key(s))
+    return stats
+
+
+def stage_score(s: Session, stats: dict, progress: Progress) -> dict[str, torch.Tensor]:
+    path = s.run / "probe" / "scores.safetensors"
+    if (cached := _cached(path, s)) is not None:
+        return cached
+    out = scores.gradient_scores(
+        s.model, s.tokenizer, s.data.forget_reference, s.cfg.probe_batch_size, progress
+    )
+    out["contrast"] = scores.contrast_scores(stats)
+    _save_tensors(path, out, probe_key(s))
+    return out
+
+
+def stage_mask(s: Session, score: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    cfg = s.cfg
+    mask = masks.build_mask(score, cfg.num_layers, cfg.top_k, cfg.mass_fraction, cfg.layers or None)
+    probe_dir = s.run / "probe"
+    masks.save_mask(probe_dir / "mask.safetensors", mask, score["saliency"].shape[1])
+    scores.plot_heatmaps(score, probe_dir / "heatmaps", mask)
+    summary = masks.summary(mask, score)
+    results = {
+        "layers": sorted(mask),
+        "mask": summary,
+        "layer_mass": masks.combine(score).sum(dim=1).tolist(),
+    }
+    write_json_atomic(probe_dir / "manifest.json", make_manifest("probe", {}, cfg.to_dict(), results, True))
+    return mask
+
+
+def concept_directions(model, stats: dict, mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Per chosen layer, the unit vector the masked neurons write for the concept (see losses.py)."""
+    out = {}
+    for layer, idx in mask.items():
+        diff = (stats["forget.neuron_mean"][layer] - stats["retain.neuron_mean"][layer])[idx]
+        weight = model_access.base_weight(model_access.down_proj(model, layer)).detach().float()
+        u = weight[:, idx.to(weight.device)] @ diff.to(weight.device)
+        out[layer] = u / u.norm().clamp_min(1e-12)
+    return out
+
+
+def wrap(s: Session, mask: dict[int, torch.Tensor]):
+    """(trainable model, reference-logits function) for the configured method."""
+    cfg = s.cfg
+    if cfg.method == "full":
+        frozen = copy.deepcopy(s.model).eval()
+        for p in s.model.parameters():
+            p.requires_grad_(True)
+        return s.model, lambda inputs: frozen(**inputs).logits
+    model = masked_lora.add_lora(
+        s.model, mask, cfg.rank, cfg.alpha, cfg.extra_targets, masked=cfg.method == "masked_lora"
+    )
+
+    def reference(inputs):
+        with model.disable_adapter():
+            return model(**inputs).logits
+
+    return model, reference
+
+
+def stage_train(s: Session, model, reference, directions: dict, progress: Progress) -> list[dict]:
+    cfg = s.cfg
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=s.device == "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ctx = LossContext(model, reference, directions, str(accelerator.device))
+    forget = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target]
+    retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour + s.data.retain]
+    weights = {"forget_ce": 1.0, "retain_kl": cfg.kl_weight, "activation": cfg.act_weight}
+    rng = random.Random(cfg.seed + accelerator.process_index)
+    history: list[dict] = []
+    task = progress.add_task("train", total=cfg.steps)
+    model.train()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / max(cfg.steps, 1)) ** 0.5
+        batch = Step(
+            forget=probe.with_positions(
+                collate(rng.sample(forget, min(cfg.forget_batch, len(forget))), s.tokenizer.pad_token_id)
+            ),
+            retain=collate(rng.sample(retain, min(cfg.retain_batch, len(retain))), s.tokenizer.pad_token_id)
+            if cfg.retain_batch
+            else None,
+        )
+        terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
+        loss = sum(weights[n] * t for n, t in terms.items())
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        history.append({n: t.item() for n, t in terms.items()})
+        progress.update(
+            task, advance=1, description="train " + " ".join(f"{n}={float(t):.3f}" for n, t in terms.items())
+        )
+    model.eval()
+    return history
+
+
+def save_adapter(s: Session, model, mask: dict, results: dict) -> Path:
+    out = s.run / "adapter"
+    with stage_dir(out) as tmp:
+        model.save_pretrained(str(tmp))
+        masks.save_mask(
+            tmp / "mask.safetensors",
+            mask,
+            model_access.base_weight(model_access.down_proj(model, next(iter(mask)))).shape[1],
+        )
+        score_path = s.run / "probe" / "scores.safetensors"
+        if score_path.is_file():
+            (tmp / "scores.safetensors").write_bytes(score_path.read_bytes())
+        save_reference_logits(s, model, tmp / "reference_logits.safetensors")
+        results["adapter_sha256"] = adapters.adapter_digest(tmp)
+        write_json_atomic(
+            tmp / "manifest.json",
+            make_manifest(
+                "adapter", {"base": results["base"]["weights"]}, s.cfg.to_dict(), results, results["ok"]
+            ),
+        )
+    return out
+
+
+@torch.no_grad()
+def save_reference_logits(s: Session, model, path: Path) -> None:
+    """Logits of the training-time model on a few forget and retain prompts, so anyone can check
+    that a plain `PeftModel.from_pretrained` reload computes the same function."""
+    examples = s.data.forget_reference[:2] + s.data.retain[:2]
+    batch = collate([encode_example(s.tokenizer, m, r) for m, r in examples], s.tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    logits = model(
+        input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+    ).logits
+    save_file(
+        {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "logits": logits.float().cpu(),
+        },
+        str(path),
+    )
+
+
+def run_unlearning(cfg: UnlearnConfig, run: str | Path, save: bool = True, until: str = "train") -> dict:
+    """Run the stages up to `until` (probe | score | mask | train); returns the results."""
+    start = time.time()
+    s = setup(cfg, run)
+    (s.run / "probe").mkdir(parents=True, exist_ok=True)
+    with progress_bar() as progress:
+        stats = stage_probe(s, progress)
+        if until == "probe":
+            return {"stage": "probe"}
+        score = stage_score(s, stats, progress)
+        if until == "score":
+            return {"stage": "score"}
+        mask = stage_mask(s, score)
+        if until == "mask":
+            return {"stage": "mask", "layers": sorted(mask)}
+        before = measure(s.model, s.tokenizer, s.data, cfg)
+        digests = model_access.weight_digests(s.model)
+        model, reference = wrap(s, mask)
+        history = stage_train(s, model, reference, concept_directions(s.model, stats, mask), progress)
+    results: dict = {
+        "concept": s.data.concept.name,
+        "method": cfg.method,
+        "layers": sorted(mask),
+        "base": adapters.base_digest(s.base_dir),
+        "previous_adapters": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "parameters": masked_lora.trainable_parameters(model, mask if cfg.method == "masked_lora" else None),
+        "loss_first": history[0] if history else {},
+        "loss_last": history[-1] if history else {},
+    }
+    if cfg.method != "full":
+        changed = [k for k, v in model_access.weight_digests(model).items() if digests.get(k) != v]
+        if changed:
+            raise RuntimeError(f"base weights changed during adapter training: {changed[:5]}")
+        results["base_untouched"] = True
+    if cfg.method == "masked_lora":
+        results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
+    results["before"], results["after"] = before, measure(model, s.tokenizer, s.data, cfg)
+    results["wall_s"] = round(time.time() - start, 1)
+    results["ok"] = True
+    if save and cfg.method != "full":
+        save_adapter(s, model, mask, results)
+    return results
+
+
+def _sample(items: list, n: int, rng: random.Random) -> list:
+    return items if len(items) <= n else rng.sample(items, n)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+    write_json_atomic(path.with_suffix(".key.json"), key)
