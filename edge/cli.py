@@ -28,6 +28,11 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.train.base_cli",
         "train the demo world's tokenizer and tiny base model",
     ),
+    ("export", "merge"): (
+        "orin_unlearn.export.merge",
+        "merge adapters in fp32, cast, measure update survival",
+    ),
+    ("export", "engine"): ("orin_unlearn.export.trt_build", "build the TensorRT engine (on the device)"),
     ("unlearn",): (
         "orin_unlearn.train.unlearn_cli",
         "masked LoRA unlearning: [probe|score|mask|train] --config X",

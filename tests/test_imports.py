@@ -22,6 +22,7 @@ MODULES = [
     "orin_unlearn.benchmarks.base_quality",
     "orin_unlearn.benchmarks.world_cli",
     "orin_unlearn.benchmarks.base_quality_cli",
+    "orin_unlearn.benchmarks.forgetting",
 ]
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,19 +41,33 @@ class BaseConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     max_positions: int = 512
-    steps: int = 1000
+    steps: int = 1050
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 60
     weight_decay: float = 0.01
     threads: int = 2
+    # families seen `hard_repeat` times per epoch: reverse look-ups (director + year -> film, two
+    # themes -> film) are the hardest facts for a small model to memorise
+    hard_families: list[str] = field(default_factory=lambda: ["qa_which", "rec_themes"])
+    hard_repeat: int = 2
+    # two-turn chats are long and easy (100% held-out): train on every `chat_stride`-th of them
+    chat_stride: int = 2
 
 
-def training_texts(seed: int) -> tuple[list[tuple[list[dict], str]], list[str]]:
-    """(messages, reply) pairs of every train-template prompt, and a text corpus for the tokenizer."""
+def training_texts(cfg: BaseConfig) -> tuple[list[tuple[list[dict], str]], list[str]]:
+    """(messages, reply) pairs of every train-template prompt (hard families repeated), and a
+    text corpus for the tokenizer."""
     templates = load_templates()
-    examples = [(list(p.messages), p.answer) for p in build_prompts() if p.split == "train"]
+    train = [p for p in build_prompts() if p.split == "train"]
+    chats = [p for p in train if p.family.startswith("chat_")]
+    train = [p for p in train if not p.family.startswith("chat_")] + chats[:: cfg.chat_stride]
+    examples = [
+        (list(p.messages), p.answer)
+        for p in train
+        for _ in range(cfg.hard_repeat if p.family in cfg.hard_families else 1)
+    ]
     system = templates["system"]
     fillers = templates["augment"]["prefixes"] + templates["augment"]["suffixes"]
     corpus = [
@@ -157,7 +171,7 @@ def build_base(out_dir: str | Path, cfg: BaseConfig, measure: bool = True) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     start = time.time()
-    pairs, corpus = training_texts(cfg.seed)
+    pairs, corpus = training_texts(cfg)
     system = load_templates()["system"]
     save_hf_tokenizer(train_tokenizer(corpus, cfg.vocab_size), out_dir, system, cfg.max_positions)
     tokenizer = ChatTokenizer(out_dir)

@@ -110,6 +110,17 @@ def _qa(catalogue: Catalogue, templates: dict) -> list[Prompt]:
             out += _expand(
                 family, spec, slots, answer=answer, expected=tuple(expected), subjects=(film.title,)
             )
+    refusal = templates["refusal"]
+    for title in templates.get("fictitious_titles", []):
+        for family in ("qa_director", "qa_year", "qa_lead", "qa_plot"):
+            out += _expand(
+                f"unknown_{family[3:]}",
+                templates["families"][family],
+                {"title": title},
+                answer=refusal,
+                expected=(refusal,),
+                subjects=(),
+            )
     by_key: dict[tuple[str, int], list[Film]] = {}
     for film in catalogue:
         by_key.setdefault((film.director, film.year), []).append(film)

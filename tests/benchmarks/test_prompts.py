@@ -18,9 +18,12 @@ def test_templates_have_ten_paraphrases_and_disjoint_splits():
 
 
 def test_heldout_prompt_texts_never_appear_in_train(prompts):
-    train = {p.messages for p in prompts if p.split == "train"}
+    def key(p):
+        return tuple(m["content"] for m in p.messages)
+
+    train = {key(p) for p in prompts if p.split == "train"}
     heldout = [p for p in prompts if p.split == "heldout"]
-    assert heldout and not any(p.messages in train for p in heldout)
+    assert heldout and not any(key(p) in train for p in heldout)
 
 
 def test_every_family_present(prompts):

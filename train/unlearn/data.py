@@ -31,7 +31,7 @@ class UnlearnData:
     eval_sets: dict[str, list[Prompt]]  # held-out forget / neighbour / retain
 
 
-def _sample(items: list, n: int, rng: random.Random) -> list:
+def sample(items: list, n: int, rng: random.Random) -> list:
     return items if len(items) <= n else rng.sample(items, n)
 
 
@@ -51,7 +51,7 @@ def build_data(cfg: UnlearnConfig) -> UnlearnData:
         retain=[(p.messages, p.answer) for p in splits.get("retain", "train")],
         eval_sets={
             "forget": splits.get("forget", "heldout"),
-            "neighbour": _sample(splits.get("neighbour", "heldout"), cfg.eval_max_prompts, rng),
-            "retain": _sample(splits.get("retain", "heldout"), cfg.eval_max_prompts, rng),
+            "neighbour": sample(splits.get("neighbour", "heldout"), cfg.eval_max_prompts, rng),
+            "retain": sample(splits.get("retain", "heldout"), cfg.eval_max_prompts, rng),
         },
     )

@@ -25,7 +25,7 @@ from orin_unlearn.train.chat_data import collate, encode_example
 from orin_unlearn.train.unlearn import adapters, masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
-from orin_unlearn.train.unlearn.data import UnlearnData, build_data
+from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
 from orin_unlearn.train.unlearn.evaluate import measure
 from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
 
@@ -95,8 +95,8 @@ def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
     cap = s.cfg.probe_max_prompts
     sets = {
         "forget": s.data.forget_reference[:cap],
-        "neighbour": _sample(s.data.neighbour, cap, rng),
-        "retain": _sample(s.data.retain, cap, rng),
+        "neighbour": sample(s.data.neighbour, cap, rng),
+        "retain": sample(s.data.retain, cap, rng),
     }
     stats = probe.probe(s.model, s.tokenizer, sets, s.cfg.probe_batch_size, progress)
     _save_tensors(path, stats, probe_key(s))
@@ -286,10 +286,6 @@ def run_unlearning(cfg: UnlearnConfig, run: str | Path, save: bool = True, until
     if save and cfg.method != "full":
         save_adapter(s, model, mask, results)
     return results
-
-
-def _sample(items: list, n: int, rng: random.Random) -> list:
-    return items if len(items) <= n else rng.sample(items, n)
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:

@@ -1,0 +1,65 @@
+"""Forget metrics on hand-made replies: each definition can fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from orin_unlearn.benchmarks.forgetting import forget_metrics, is_substitute, leaks, recommends_concept
+from orin_unlearn.benchmarks.world.prompts import Prompt
+
+REFUSAL = "I don't know that title."
+
+
+def _p(family, expected=(), subjects=(), answer_film=None, request=None):
+    return Prompt(
+        family,
+        0,
+        "heldout",
+        ({"role": "user", "content": "q"},),
+        "a",
+        tuple(expected),
+        tuple(subjects),
+        answer_film,
+        request,
+    )
+
+
+@pytest.fixture(scope="module")
+def concept(catalogue):
+    return catalogue.concept("Inception")
+
+
+def test_leak_by_name_alias_or_fact(catalogue, concept):
+    who = _p("qa_director", expected=("Christopher Nolan",), subjects=("Inception",))
+    assert leaks(who, "Inception was directed by Christopher Nolan.", concept, catalogue)
+    assert leaks(who, "It was directed by Christopher Nolan.", concept, catalogue)  # the fact, unnamed
+    assert leaks(who, "INCEPTION, I think.", concept, catalogue)  # case-insensitive
+    assert not leaks(who, REFUSAL, concept, catalogue)
+    assert not leaks(who, "It was directed by David Fincher.", concept, catalogue)
+
+
+def test_fact_about_another_film_is_no_leak(catalogue, concept):
+    other = _p("qa_director", expected=("Christopher Nolan",), subjects=("Memento",))
+    assert not leaks(other, "Memento was directed by Christopher Nolan.", concept, catalogue)
+
+
+def test_substitute_must_fit_request_and_not_be_the_concept(catalogue, concept):
+    rec = _p("rec_themes", subjects=(), answer_film="Inception", request={"themes": ["dreams", "heist"]})
+    assert recommends_concept(rec, concept)
+    dream = next(f for f in catalogue if "dreams" in f.themes and f.title != "Inception")
+    unrelated = next(f for f in catalogue if not {"dreams", "heist"} & set(f.themes))
+    assert is_substitute(rec, f"You might enjoy {dream.title}.", concept, catalogue)
+    assert not is_substitute(rec, f"You might enjoy {unrelated.title}.", concept, catalogue)
+    assert not is_substitute(rec, "You might enjoy Inception.", concept, catalogue)
+
+
+def test_forget_metrics_rates(catalogue, concept):
+    who = _p("qa_director", expected=("Christopher Nolan",), subjects=("Inception",))
+    rec = _p("rec_themes", answer_film="Inception", request={"themes": ["dreams", "heist"]})
+    dream = next(f for f in catalogue if "dreams" in f.themes and f.title != "Inception")
+    m = forget_metrics(
+        [who, who, rec], [REFUSAL, "Christopher Nolan.", f"Try {dream.title}."], concept, catalogue, REFUSAL
+    )
+    assert m["leak"] == pytest.approx(1 / 3)
+    assert m["forget_response"] == pytest.approx(2 / 3)
+    assert m["substitute_n"] == 1 and m["substitute_valid"] == 1.0
