@@ -1,7 +1,8 @@
 """Forget / retain metrics of an unlearned model on the demo world (torch-free).
 
-- leak: a reply to a forget prompt names the concept (title or alias), or gives the fact the
-  question asked for (e.g. "Christopher Nolan" to "Who directed Inception?");
+- leak: a reply to a forget prompt names the concept (title or alias), or answers a prompt about
+  the concept as the base would have (e.g. "Christopher Nolan" to "Who directed Inception?", or
+  a valid recommendation to "I loved Inception, what next?");
 - forget response: a reply to a forget prompt that is the refusal, or names a valid other film;
 - retain / neighbour accuracy: `quality.is_correct` on those sets;
 - substitute validity: recommendations whose reference answer was the concept now name a valid
@@ -28,7 +29,7 @@ def leaks(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) ->
     if names_concept(reply, concept, catalogue):
         return True
     about_concept = bool(set(prompt.subjects) & set(concept.titles))
-    return about_concept and prompt.unique and is_correct(prompt, reply, catalogue)
+    return about_concept and is_correct(prompt, reply, catalogue)
 
 
 def is_substitute(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) -> bool:

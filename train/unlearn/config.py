@@ -43,6 +43,7 @@ class UnlearnConfig:
     lr: float = 5e-3
     forget_batch: int = 16
     retain_batch: int = 32
+    neighbour_fraction: float = 0.5  # share of the retain batch drawn from neighbour prompts
     kl_weight: float = 1.0
     act_weight: float = 0.1
     dtype: str = "float32"
@@ -66,6 +67,7 @@ class UnlearnConfig:
             ("forget_batch", self.forget_batch >= 1, ">= 1"),
             ("retain_batch", self.retain_batch >= 0, ">= 0"),
             ("kl_weight", self.kl_weight >= 0, ">= 0"),
+            ("neighbour_fraction", 0.0 <= self.neighbour_fraction <= 1.0, "in [0, 1]"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
         ]

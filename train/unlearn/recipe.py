@@ -170,8 +170,10 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     ctx = LossContext(model, reference, directions, str(accelerator.device))
-    forget = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target]
-    retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour + s.data.retain]
+    refusal = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target if r == cfg.refusal]
+    substitute = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target if r != cfg.refusal]
+    neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
+    retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]
     weights = {"forget_ce": 1.0, "retain_kl": cfg.kl_weight, "activation": cfg.act_weight}
     rng = random.Random(cfg.seed + accelerator.process_index)
     history: list[dict] = []
@@ -180,13 +182,12 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / max(cfg.steps, 1)) ** 0.5
+        forget_rows = balanced(rng, [refusal, substitute], cfg.forget_batch)
+        n_near = round(cfg.retain_batch * cfg.neighbour_fraction)
+        retain_rows = balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
         batch = Step(
-            forget=probe.with_positions(
-                collate(rng.sample(forget, min(cfg.forget_batch, len(forget))), s.tokenizer.pad_token_id)
-            ),
-            retain=collate(rng.sample(retain, min(cfg.retain_batch, len(retain))), s.tokenizer.pad_token_id)
-            if cfg.retain_batch
-            else None,
+            forget=probe.with_positions(collate(forget_rows, s.tokenizer.pad_token_id)),
+            retain=collate(retain_rows, s.tokenizer.pad_token_id) if retain_rows else None,
         )
         terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
         loss = sum(weights[n] * t for n, t in terms.items())
@@ -199,6 +200,16 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
         )
     model.eval()
     return history
+
+
+def balanced(rng: random.Random, groups: list[list], n: int) -> list:
+    """`n` items drawn without replacement, split evenly over the non-empty groups."""
+    groups = [g for g in groups if g]
+    out: list = []
+    for k, group in enumerate(groups):
+        share = n // len(groups) + (k < n % len(groups))
+        out += rng.sample(group, min(share, len(group)))
+    return out
 
 
 def save_adapter(s: Session, model, mask: dict, results: dict) -> Path:

@@ -38,7 +38,10 @@ def second(first, tmp_path_factory):
 
 def test_forget_bar(first):
     _, _, r = first
-    assert r["before"]["forget"]["leak"] >= 0.9
+    # before: the base reveals the concept on most held-out forget prompts (its forget accuracy,
+    # >= 0.9, is checked in tests/benchmarks/test_base_quality.py; a valid non-Inception answer to
+    # "something like Tenet" is correct there but is no leak here)
+    assert r["before"]["forget"]["leak"] >= 0.85
     assert r["after"]["forget"]["leak"] <= 0.05
 
 
