@@ -196,7 +196,7 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
         optimizer.zero_grad(set_to_none=True)
         history.append({n: t.item() for n, t in terms.items()})
         progress.update(
-            task, advance=1, description="train " + " ".join(f"{n}={float(t):.3f}" for n, t in terms.items())
+            task, advance=1, description="train " + " ".join(f"{n}={t.item():.3f}" for n, t in terms.items())
         )
     model.eval()
     return history
