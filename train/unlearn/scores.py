@@ -81,13 +81,18 @@ def plot_heatmaps(
         s = scores[name]
         fig, ax = plt.subplots(figsize=(10, 0.5 * s.shape[0] + 1.5))
         im = ax.imshow(
-            (s / s.max().clamp_min(1e-12)).numpy(), aspect="auto", cmap="magma", interpolation="nearest"
+            (s / s.max().clamp_min(1e-12)).numpy(),
+            aspect="auto",
+            cmap="magma",
+            interpolation="nearest",
+            norm=matplotlib.colors.PowerNorm(gamma=0.4, vmin=0.0, vmax=1.0),
         )
         if chosen:
             for layer, idx in chosen.items():
                 ax.scatter(idx.numpy(), [layer] * len(idx), s=4, c="cyan", marker="|", label=None)
         ax.set_xlabel("MLP neuron (input of mlp.down_proj)")
         ax.set_ylabel("layer")
+        ax.set_yticks(range(s.shape[0]))
         ax.set_title(f"{name} per neuron (normalised){' - chosen neurons in cyan' if chosen else ''}")
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
