@@ -25,8 +25,8 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
+from orin_unlearn.edge import adapters
 from orin_unlearn.edge.formats import MANIFEST, make_manifest, stage_dir, write_json_atomic
-from orin_unlearn.train.unlearn import adapters
 
 log = logging.getLogger(__name__)
 

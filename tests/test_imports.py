@@ -23,6 +23,7 @@ MODULES = [
     "orin_unlearn.benchmarks.world_cli",
     "orin_unlearn.benchmarks.base_quality_cli",
     "orin_unlearn.benchmarks.forgetting",
+    "orin_unlearn.edge.adapters",
 ]
 
 

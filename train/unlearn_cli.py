@@ -24,7 +24,7 @@ STAGES = ("probe", "score", "mask", "train", "compare")
 
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.world import UnknownConceptError
-    from orin_unlearn.train.unlearn.adapters import AdapterMismatchError
+    from orin_unlearn.edge.adapters import AdapterMismatchError
     from orin_unlearn.train.unlearn.config import UnlearnConfig
 
     stage = "train"

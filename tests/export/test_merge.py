@@ -17,14 +17,14 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from orin_unlearn.edge.formats import MANIFEST, make_manifest, read_manifest, write_json_atomic
-from orin_unlearn.export.merge import SURVIVAL, main, merge_and_cast, merge_fp32, survival
-from orin_unlearn.train.unlearn.adapters import (
+from orin_unlearn.edge.adapters import (
     AdapterMismatchError,
     adapter_digest,
     base_digest,
     load_model,
 )
+from orin_unlearn.edge.formats import MANIFEST, make_manifest, read_manifest, write_json_atomic
+from orin_unlearn.export.merge import SURVIVAL, main, merge_and_cast, merge_fp32, survival
 
 VOCAB = 64
 D_FF = 64

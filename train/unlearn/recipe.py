@@ -19,11 +19,12 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 
+from orin_unlearn.edge import adapters
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import adapters, masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
+from orin_unlearn.train.unlearn import masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
 from orin_unlearn.train.unlearn.evaluate import measure

@@ -2,13 +2,13 @@
 
 Every adapter's manifest names the base it was trained on (sha256 of weights and tokenizer) and
 the adapters that were under it; applying it anywhere else is an `AdapterMismatchError`.
+Lives in `edge` because training, export and the runtime all check adapter chains; torch,
+transformers and peft are imported only inside the functions that load models.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
 
 from orin_unlearn.edge.formats import read_manifest, sha256_dir
 
@@ -60,6 +60,7 @@ def check_chain(base_dir: str | Path, adapter_dirs: list[str | Path]) -> None:
 
 
 def load_model(base_dir: str | Path, dtype: str = "float32", device: str = "cpu"):
+    import torch
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype)).to(device).eval()
