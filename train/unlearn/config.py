@@ -29,6 +29,7 @@ class UnlearnConfig:
     # probe / score
     probe_batch_size: int = 16
     probe_max_prompts: int = 512
+    contrast_against: list[str] = field(default_factory=lambda: ["retain"])  # and/or "neighbour"
     # mask
     num_layers: int = 2  # layers chosen by aggregated score (ignored when `layers` is set)
     layers: list[int] = field(default_factory=list)
@@ -70,6 +71,11 @@ class UnlearnConfig:
             ("neighbour_fraction", 0.0 <= self.neighbour_fraction <= 1.0, "in [0, 1]"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
+            (
+                "contrast_against",
+                bool(self.contrast_against) and set(self.contrast_against) <= {"retain", "neighbour"},
+                'a non-empty list of "retain" / "neighbour"',
+            ),
         ]
         for key, ok, need in checks:
             if not ok:

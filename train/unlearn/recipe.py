@@ -77,6 +77,7 @@ def probe_key(s: Session) -> dict:
         "seed": cfg.seed,
         "probe_max_prompts": cfg.probe_max_prompts,
         "dtype": cfg.dtype,
+        "contrast_against": cfg.contrast_against,
     }
 
 
@@ -111,7 +112,7 @@ def stage_score(s: Session, stats: dict, progress: Progress) -> dict[str, torch.
     out = scores.gradient_scores(
         s.model, s.tokenizer, s.data.forget_reference, s.cfg.probe_batch_size, progress
     )
-    out["contrast"] = scores.contrast_scores(stats)
+    out["contrast"] = scores.contrast_scores(stats, against=tuple(s.cfg.contrast_against))
     _save_tensors(path, out, probe_key(s))
     return out
 

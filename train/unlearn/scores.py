@@ -4,7 +4,8 @@ All three look at the concept, not at the model in general (the published notebo
 the mean of all logits, which is concept-free):
 - saliency: |activation x gradient| of the log-probability of the forget answer tokens;
 - Fisher: squared gradient of that same objective (diagonal Fisher information);
-- contrast: |mean forget activation - mean retain activation| / pooled std, from the probe.
+- contrast: |mean forget activation - mean retain (and neighbour) activation| / pooled std,
+  from the probe.
 Each is a [layers, d_ff] tensor indexed by MLP neuron (the input of `mlp.down_proj`).
 """
 
@@ -58,11 +59,15 @@ def gradient_scores(
     return {"saliency": (saliency / n).float().cpu(), "fisher": (fisher / n).float().cpu()}
 
 
-def contrast_scores(stats: dict, eps: float = 1e-6) -> torch.Tensor:
-    """|mean_forget - mean_retain| / pooled std at the answer positions."""
-    diff = stats["forget.neuron_mean"] - stats["retain.neuron_mean"]
-    pooled = ((stats["forget.neuron_var"] + stats["retain.neuron_var"]) / 2).sqrt()
-    return (diff.abs() / (pooled + eps)).float().cpu()
+def contrast_scores(stats: dict, eps: float = 1e-6, against: tuple[str, ...] = ("retain",)) -> torch.Tensor:
+    """|mean_forget - mean_other| / pooled std at the answer positions; with several `against`
+    sets, the smallest of them (a neuron must tell the concept apart from each set)."""
+    parts = []
+    for other in against:
+        diff = stats["forget.neuron_mean"] - stats[f"{other}.neuron_mean"]
+        pooled = ((stats["forget.neuron_var"] + stats[f"{other}.neuron_var"]) / 2).sqrt()
+        parts.append(diff.abs() / (pooled + eps))
+    return torch.stack(parts).amin(dim=0).float().cpu()
 
 
 def plot_heatmaps(
