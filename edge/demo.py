@@ -55,49 +55,31 @@ def _base(run: Path, concept: str, limit: int) -> dict:
     return {"stage": "base", "status": "ok" if result["ok"] else "failed", "metrics": metrics, "note": note}
 
 
-def _unlearn(run: Path, concept: str, compare: bool) -> tuple[list[dict], list[dict]]:
+def _unlearn(run: Path, concept: str, compare_runs: bool) -> tuple[list[dict], list[dict]]:
     """The masked LoRA run of train/configs/demo_tiny.yaml (and, optionally, its comparison runs)."""
     from importlib import resources
 
     from orin_unlearn.edge.config import load_config
+    from orin_unlearn.train.unlearn import compare
     from orin_unlearn.train.unlearn.config import UnlearnConfig
-    from orin_unlearn.train.unlearn.evaluate import ROWS, metric, print_before_after
+    from orin_unlearn.train.unlearn.evaluate import print_before_after
     from orin_unlearn.train.unlearn.recipe import run_unlearning
 
     path = resources.files("orin_unlearn.train").joinpath("configs/demo_tiny.yaml")
     cfg = load_config(UnlearnConfig, str(path), [f"concept={concept}"])
     results = run_unlearning(cfg, run)
     print_before_after(results)
-    metrics = {label: metric(results["after"], p) for label, p in ROWS}
-    metrics["base retain accuracy"] = metric(results["before"], ("retain", "accuracy"))
-    metrics["base forget leak"] = metric(results["before"], ("forget", "leak"))
     params = results["parameters"]
-    note = f"layers {results['layers']}, {params['effective']:,} trainable params ({100 * params['fraction']:.2f}%), {results['wall_s']} s"
-    stages = [{"stage": "unlearn", "status": "ok", "metrics": metrics, "note": note}]
+    note = f"layers {results['layers']}, {100 * params['fraction']:.2f}% of parameters train"
+    stages = [{"stage": "unlearn", "status": "ok", "metrics": compare.summary_row(results), "note": note}]
     sections = []
-    if compare:
-        from orin_unlearn.train.unlearn.compare import compare as run_compare
-        from orin_unlearn.train.unlearn.compare import print_compare
-
-        summary = run_compare(cfg, run, masked=results)
-        print_compare(summary)
+    if compare_runs:
+        summary = compare.compare(cfg, run, masked=results)
+        compare.print_compare(summary)
         sections.append(
-            {"title": "Masked LoRA vs unmasked LoRA vs full-parameter", "body": _compare_markdown(summary)}
+            {"title": "Masked LoRA vs unmasked LoRA vs full-parameter", "body": compare.markdown(summary)}
         )
     return stages, sections
-
-
-def _compare_markdown(summary: dict) -> str:
-    methods = list(summary)
-    lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for label in summary[methods[0]]:
-        cells = [summary[m][label] for m in methods]
-        lines.append(
-            f"| {label} | "
-            + " | ".join(f"{c:.3f}" if isinstance(c, float) else f"{c:,}" for c in cells)
-            + " |"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
@@ -117,7 +99,7 @@ def main(argv: list[str]) -> int:
     run = Path(args.out)
     start = time.time()
     stages = [_world(run, args.concept), _base(run, args.concept, args.limit)]
-    unlearn_stages, sections = _unlearn(run, args.concept, compare=args.compare)
+    unlearn_stages, sections = _unlearn(run, args.concept, compare_runs=args.compare)
     stages += unlearn_stages
     stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {

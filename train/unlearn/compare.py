@@ -25,12 +25,13 @@ def compare(cfg: UnlearnConfig, run: str | Path, masked: dict | None = None) -> 
     results = {"masked_lora": masked or run_unlearning(dataclasses.replace(cfg, method="masked_lora"), run)}
     for method in COMPARED:
         results[method] = run_unlearning(dataclasses.replace(cfg, method=method), run, save=False)
-    summary = {m: _row(r) for m, r in results.items()}
+    summary = {m: summary_row(r) for m, r in results.items()}
     write_json_atomic(Path(run) / "compare.json", summary)
     return summary
 
 
-def _row(r: dict) -> dict:
+def summary_row(r: dict) -> dict:
+    """The after-unlearning metrics of one run, with the base's retain/neighbour and the cost."""
     row = {label: metric(r["after"], path) for label, path in ROWS}
     row["base retain accuracy"] = metric(r["before"], ("retain", "accuracy"))
     row["base neighbour accuracy"] = metric(r["before"], ("neighbour", "accuracy"))
@@ -45,6 +46,20 @@ def print_compare(summary: dict, console: Console | None = None) -> None:
     for method in summary:
         table.add_column(method)
     for label in next(iter(summary.values())):
-        cells = [summary[m][label] for m in summary]
-        table.add_row(label, *[f"{c:.3f}" if isinstance(c, float) else f"{c:,}" for c in cells])
+        table.add_row(label, *[_cell(summary[m][label]) for m in summary])
     (console or Console()).print(table)
+
+
+def markdown(summary: dict) -> str:
+    """The comparison as a Markdown table (methods as columns)."""
+    methods = list(summary)
+    lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for label in summary[methods[0]]:
+        lines.append(f"| {label} | " + " | ".join(_cell(summary[m][label]) for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"

@@ -15,9 +15,8 @@ from orin_unlearn.benchmarks.world import (
     split_prompts,
 )
 from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn.probe import Example
 from orin_unlearn.train.unlearn.targets import forget_target
-
-Example = tuple[tuple[dict, ...], str]
 
 
 @dataclass
