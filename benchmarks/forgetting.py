@@ -98,3 +98,22 @@ def measure_unlearning(
         {"prompt": p.messages[-1]["content"], "reply": r} for p, r in zip(flat[:8], replies[:8], strict=True)
     ]
     return out
+
+
+# The headline numbers of an unlearning measurement, in the order every table shows them.
+HEADLINE: tuple[tuple[str, tuple[str, str]], ...] = (
+    ("forget leak (held-out)", ("forget", "leak")),
+    ("forget response", ("forget", "forget_response")),
+    ("valid substitute", ("forget", "substitute_valid")),
+    ("neighbour accuracy", ("neighbour", "accuracy")),
+    ("retain accuracy", ("retain", "accuracy")),
+)
+
+
+def metric(result: dict, path: tuple[str, str]) -> float | None:
+    """One number of a `measure_unlearning` result, None when it was not measured."""
+    return result.get(path[0], {}).get(path[1])
+
+
+def headline(result: dict) -> dict[str, float | None]:
+    return {label: metric(result, path) for label, path in HEADLINE}

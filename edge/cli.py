@@ -28,6 +28,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.train.base_cli",
         "train the demo world's tokenizer and tiny base model",
     ),
+    ("export",): (
+        "orin_unlearn.export.pipeline",
+        "merge, ONNX fp32/fp16(/int8/int4), TensorRT engine; each artifact measured and gated",
+    ),
     ("export", "merge"): (
         "orin_unlearn.export.merge",
         "merge adapters in fp32, cast, measure update survival",

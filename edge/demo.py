@@ -1,7 +1,8 @@
 """`orin-unlearn demo`: the main job on the embedded default, end to end.
 
 Forgets the film "Inception" from the shipped tiny recommender: world prompts, base quality,
-unlearning, export, benchmarks, report. Stages whose issue has not landed yet are listed as
+unlearning, export (merged, fp32 and fp16 ONNX, each measured against the adapter; the TensorRT
+engine where TensorRT is), benchmarks, report. Stages whose issue has not landed yet are listed as
 "not yet built" in the report instead of failing. Writes runs/demo/report.md and report.json.
 
     orin-unlearn demo [--out runs/demo] [--concept Inception]
@@ -17,7 +18,6 @@ from pathlib import Path
 from orin_unlearn.edge.formats import make_manifest, sha256_dir, stage_dir, write_json_atomic
 
 PENDING = {
-    "export": "not yet built (merge / ONNX / TensorRT, issue 4)",
     "serve": "not yet built (runtime and kiosk, issue 5)",
     "bench": "not yet built (quality / robustness / latency suites, issue 6)",
 }
@@ -82,6 +82,15 @@ def _unlearn(run: Path, concept: str, compare_runs: bool) -> tuple[list[dict], l
     return stages, sections
 
 
+def _export(run: Path) -> list[dict]:
+    """Merge, fp32 and fp16 ONNX, each measured and gated; the engine stage where TensorRT is."""
+    from orin_unlearn.export import pipeline
+
+    summary = pipeline.export_all("tiny", [run / "adapter"], run / "export", ["fp32", "fp16"], engine=True)
+    pipeline.print_summary(summary)
+    return pipeline.report_stages(summary)
+
+
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.report import print_summary, write_report
     from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
@@ -101,6 +110,7 @@ def main(argv: list[str]) -> int:
     stages = [_world(run, args.concept), _base(run, args.concept, args.limit)]
     unlearn_stages, sections = _unlearn(run, args.concept, compare_runs=args.compare)
     stages += unlearn_stages
+    stages += _export(run)
     stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {
         "run": run.name,

@@ -13,6 +13,7 @@ to `survival.json` and the stage manifest, and a low surviving fraction is logge
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import shutil
@@ -112,10 +113,6 @@ def merge_and_cast(
 ) -> dict[str, Any]:
     """Merge in fp32, measure the update's survival in `dtype`, cast, and write the merged stage.
 
-    `out_dir` is replaced atomically: a Hugging Face checkpoint (safetensors), the base's
-    tokenizer files, `survival.json` and `manifest.json`. A surviving fraction below `warn_below`
-    is logged as a warning.
-
     Returns:
         The survival results (see `survival`).
 
@@ -123,17 +120,32 @@ def merge_and_cast(
         ValueError: an unknown `dtype` or a `warn_below` outside [0, 1].
         AdapterMismatchError: adapters trained on another base or in another order.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if not 0.0 <= warn_below <= 1.0:
-        raise ValueError(f"warn_below must be in [0, 1], got {warn_below}")
-    base_dir = Path(base_dir)
+    _check_args(dtype, warn_below)
     model = merge_fp32(base_dir, adapter_dirs)
     base_state = adapters.load_model(base_dir, "float32").state_dict()
+    return write_merged(model, base_state, base_dir, adapter_dirs, out_dir, dtype, warn_below)
+
+
+def write_merged(
+    model: PreTrainedModel,
+    base_state: dict[str, torch.Tensor],
+    base_dir: str | Path,
+    adapter_dirs: list[str | Path],
+    out_dir: str | Path,
+    dtype: str = "float16",
+    warn_below: float = 0.5,
+    extra_results: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Measure survival of the fp32-merged `model`'s update in `dtype` and write the merged stage.
+
+    `out_dir` is replaced atomically: a Hugging Face checkpoint in `dtype` (safetensors), the base's
+    tokenizer files, `survival.json` and `manifest.json` (which also records `extra_results`). A
+    surviving fraction below `warn_below` is logged as a warning. `model` itself stays in fp32.
+    """
+    _check_args(dtype, warn_below)
+    base_dir = Path(base_dir)
     results = survival(base_state, model.state_dict(), DTYPES[dtype])
-    del base_state
     _log_survival(results, warn_below)
-    model = model.to(DTYPES[dtype])
     digest = adapters.base_digest(base_dir)
     inputs = {
         "base": digest["weights"],
@@ -141,15 +153,28 @@ def merge_and_cast(
         "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
     }
     config = {"dtype": dtype, "merge_dtype": "float32", "warn_below": warn_below}
+    summary = results | (extra_results or {})
+    cast = copy.deepcopy(model).to(DTYPES[dtype])
     with stage_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if (base_dir / name).is_file():
-                shutil.copy2(base_dir / name, tmp / name)
+        cast.save_pretrained(tmp, safe_serialization=True)
+        copy_tokenizer(base_dir, tmp)
         write_json_atomic(tmp / SURVIVAL, results)
-        write_json_atomic(tmp / MANIFEST, make_manifest("merged", inputs, config, results, ok=True))
+        write_json_atomic(tmp / MANIFEST, make_manifest("merged", inputs, config, summary, ok=True))
     log.info("merged model written to %s (%s)", out_dir, dtype)
     return results
+
+
+def copy_tokenizer(source: Path, dest: Path) -> None:
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, dest / name)
+
+
+def _check_args(dtype: str, warn_below: float) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if not 0.0 <= warn_below <= 1.0:
+        raise ValueError(f"warn_below must be in [0, 1], got {warn_below}")
 
 
 def _log_survival(results: dict[str, Any], warn_below: float) -> None:

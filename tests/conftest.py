@@ -20,3 +20,19 @@ def prompts(catalogue):
 @pytest.fixture(scope="session")
 def base_dir():
     return tiny_base_dir()
+
+
+@pytest.fixture(scope="session")
+def demo_unlearning(tmp_path_factory):
+    """(config, run dir, results) of one real demo unlearning run (Inception, about 2 minutes on
+    2 CPU cores), shared by the training and export tests."""
+    from importlib import resources
+
+    from orin_unlearn.edge.config import load_config
+    from orin_unlearn.train.unlearn.config import UnlearnConfig
+    from orin_unlearn.train.unlearn.recipe import run_unlearning
+
+    path = resources.files("orin_unlearn.train").joinpath("configs/demo_tiny.yaml")
+    cfg = load_config(UnlearnConfig, str(path))
+    run = tmp_path_factory.mktemp("inception")
+    return cfg, run, run_unlearning(cfg, run)

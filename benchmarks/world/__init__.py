@@ -23,7 +23,7 @@ from orin_unlearn.benchmarks.world.prompts import (
     read_jsonl,
     write_jsonl,
 )
-from orin_unlearn.benchmarks.world.splits import SETS, Splits, split_prompts
+from orin_unlearn.benchmarks.world.splits import SETS, Splits, heldout_sets, split_prompts
 
 DEFAULT_CONCEPT = "Inception"
 
@@ -43,6 +43,7 @@ __all__ = [
     "Splits",
     "UnknownConceptError",
     "build_prompts",
+    "heldout_sets",
     "load_catalogue",
     "load_templates",
     "read_jsonl",

@@ -8,6 +8,7 @@ Neighbours are what a careless unlearning run damages first, so they are measure
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
@@ -59,3 +60,22 @@ def split_prompts(prompts: list[Prompt], catalogue: Catalogue, concept: Concept 
         else:
             sets["retain"].append(p)
     return Splits(concept, *(tuple(sets[name]) for name in SETS))
+
+
+def heldout_sets(splits: Splits, seed: int, max_prompts: int) -> dict[str, list[Prompt]]:
+    """The evaluation sets of an unlearning run: every held-out forget prompt, and at most
+    `max_prompts` held-out neighbour and retain prompts sampled with `seed`.
+
+    Training and export both call this, so an exported artifact is measured on exactly the prompts
+    its adapter was measured on.
+    """
+    rng = random.Random(seed)
+
+    def sample(items: list[Prompt]) -> list[Prompt]:
+        return items if len(items) <= max_prompts else rng.sample(items, max_prompts)
+
+    return {
+        "forget": splits.get("forget", "heldout"),
+        "neighbour": sample(splits.get("neighbour", "heldout")),
+        "retain": sample(splits.get("retain", "heldout")),
+    }

@@ -12,9 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from orin_unlearn.benchmarks.forgetting import headline, metric
 from orin_unlearn.edge.formats import write_json_atomic
 from orin_unlearn.train.unlearn.config import UnlearnConfig
-from orin_unlearn.train.unlearn.evaluate import ROWS, metric
 from orin_unlearn.train.unlearn.recipe import run_unlearning
 
 COMPARED = ("lora", "full")
@@ -32,7 +32,7 @@ def compare(cfg: UnlearnConfig, run: str | Path, masked: dict | None = None) -> 
 
 def summary_row(r: dict) -> dict:
     """The after-unlearning metrics of one run, with the base's retain/neighbour and the cost."""
-    row = {label: metric(r["after"], path) for label, path in ROWS}
+    row = headline(r["after"])
     row["base retain accuracy"] = metric(r["before"], ("retain", "accuracy"))
     row["base neighbour accuracy"] = metric(r["before"], ("neighbour", "accuracy"))
     row["trainable params"] = r["parameters"]["effective"]

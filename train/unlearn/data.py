@@ -11,6 +11,7 @@ from orin_unlearn.benchmarks.world import (
     Concept,
     Prompt,
     build_prompts,
+    heldout_sets,
     load_catalogue,
     split_prompts,
 )
@@ -37,7 +38,6 @@ def sample(items: list, n: int, rng: random.Random) -> list:
 def build_data(cfg: UnlearnConfig) -> UnlearnData:
     catalogue = load_catalogue()
     splits = split_prompts(build_prompts(catalogue), catalogue, cfg.concept)
-    rng = random.Random(cfg.seed)
     forget = splits.get("forget", "train")
     return UnlearnData(
         catalogue=catalogue,
@@ -48,9 +48,5 @@ def build_data(cfg: UnlearnConfig) -> UnlearnData:
         ],
         neighbour=[(p.messages, p.answer) for p in splits.get("neighbour", "train")],
         retain=[(p.messages, p.answer) for p in splits.get("retain", "train")],
-        eval_sets={
-            "forget": splits.get("forget", "heldout"),
-            "neighbour": sample(splits.get("neighbour", "heldout"), cfg.eval_max_prompts, rng),
-            "retain": sample(splits.get("retain", "heldout"), cfg.eval_max_prompts, rng),
-        },
+        eval_sets=heldout_sets(splits, cfg.seed, cfg.eval_max_prompts),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from orin_unlearn.benchmarks.forgetting import measure_unlearning
+from orin_unlearn.benchmarks.forgetting import HEADLINE, measure_unlearning, metric
 from orin_unlearn.edge.backends.torch_backend import TorchChat
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.unlearn.config import UnlearnConfig
@@ -22,26 +22,13 @@ def measure(model, tokenizer: ChatTokenizer, data: UnlearnData, cfg: UnlearnConf
     return measure_unlearning(answer, data.eval_sets, data.concept, data.catalogue, cfg.refusal)
 
 
-ROWS = [
-    ("forget leak (held-out)", ("forget", "leak")),
-    ("forget response", ("forget", "forget_response")),
-    ("valid substitute", ("forget", "substitute_valid")),
-    ("neighbour accuracy", ("neighbour", "accuracy")),
-    ("retain accuracy", ("retain", "accuracy")),
-]
-
-
-def metric(result: dict, path: tuple[str, str]) -> float | None:
-    return result.get(path[0], {}).get(path[1])
-
-
 def print_before_after(results: dict, console: Console | None = None) -> None:
     table = Table(
         title=f"unlearning {results['concept']!r} ({results['method']}, layers {results['layers']})"
     )
     for col in ("metric", "before", "after"):
         table.add_column(col)
-    for label, path in ROWS:
+    for label, path in HEADLINE:
         b, a = metric(results["before"], path), metric(results["after"], path)
         table.add_row(label, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
     p = results["parameters"]

@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from importlib import resources
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from orin_unlearn.edge import adapters
-from orin_unlearn.edge.config import load_config
-from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.mask import load_mask
 from orin_unlearn.train.unlearn.recipe import run_unlearning
 
 pytestmark = pytest.mark.slow
-CONFIG = str(resources.files("orin_unlearn.train").joinpath("configs/demo_tiny.yaml"))
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    cfg = load_config(UnlearnConfig, CONFIG)
-    run = tmp_path_factory.mktemp("inception")
-    return cfg, run, run_unlearning(cfg, run)
+def first(demo_unlearning):
+    return demo_unlearning
 
 
 @pytest.fixture(scope="module")

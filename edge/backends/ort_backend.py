@@ -1,0 +1,154 @@
+"""onnxruntime backend: greedy chat answers from an exported decoder graph with a KV cache.
+
+The graph is the one `orin_unlearn.export.onnx_export` writes (inputs input_ids, attention_mask,
+position_ids, past_key_values.{i}.key/value; outputs logits, present.{i}.key/value); its logits
+may cover every position or only the last. Prompts in a batch are left-padded, so every row's
+next token sits in the last column and one decode step serves the whole batch. numpy only.
+
+    chat = OrtChat.from_dir("runs/demo/export/onnx-fp32")
+    chat.answer_batch([[{"role": "user", "content": "Who directed Inception?"}]])
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+GRAPH = "model.onnx"
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_NUMPY_OF = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """What the decoder graph's inputs say about its KV cache."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    kv_dtype: type
+
+    @classmethod
+    def from_inputs(cls, inputs: list) -> GraphShape:
+        """Read onnxruntime NodeArg inputs; raise ValueError when they are not a KV-cache decoder."""
+        names = {i.name: i for i in inputs}
+        missing = [n for n in ("input_ids", "attention_mask", "position_ids") if n not in names]
+        layers = sorted({int(m.group(1)) for n in names if (m := _PAST.match(n))})
+        if missing or not layers or layers != list(range(len(layers))):
+            raise ValueError(
+                f"not a decoder graph with a KV cache: inputs {sorted(names)} "
+                "(need input_ids, attention_mask, position_ids, past_key_values.N.key/value)"
+            )
+        key = names["past_key_values.0.key"]
+        if key.type not in _NUMPY_OF:
+            raise ValueError(f"unsupported KV cache type {key.type}")
+        _, kv_heads, _, head_dim = key.shape
+        if not isinstance(kv_heads, int) or not isinstance(head_dim, int):
+            raise ValueError(f"KV cache heads and head size must be fixed, got shape {key.shape}")
+        return cls(len(layers), kv_heads, head_dim, _NUMPY_OF[key.type])
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 arrays with every row right-aligned."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def positions_of(mask: np.ndarray) -> np.ndarray:
+    """Position ids of a left-padded mask: 0 at each row's first real token (pads get 0)."""
+    return np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype(np.int64)
+
+
+class OrtDecoder:
+    """One onnxruntime session over a decoder graph: prefill and decode steps, greedy loops."""
+
+    def __init__(self, graph: str | Path, providers: list[str] | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(graph), options, providers=providers or ["CPUExecutionProvider"]
+        )
+        self.shape = GraphShape.from_inputs(self.session.get_inputs())
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        s = self.shape
+        return [np.zeros((batch, s.kv_heads, 0, s.head_dim), s.kv_dtype) for _ in range(2 * s.layers)]
+
+    def step(
+        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward pass: (logits as float32 [batch, n, vocab], present key/values)."""
+        feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        for layer in range(self.shape.layers):
+            feed[f"past_key_values.{layer}.key"] = past[2 * layer]
+            feed[f"past_key_values.{layer}.value"] = past[2 * layer + 1]
+        logits, *present = self.session.run(self.output_names, feed)
+        return logits.astype(np.float32, copy=False), present
+
+    def greedy(
+        self, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int], pad_id: int
+    ) -> list[list[int]]:
+        """Greedy continuations of token-id prompts, each cut before its first stop token."""
+        ids, mask = left_pad(prompts, pad_id)
+        positions = positions_of(mask)
+        logits, past = self.step(ids, mask, positions, self.empty_past(len(prompts)))
+        out: list[list[int]] = [[] for _ in prompts]
+        done = np.zeros(len(prompts), dtype=bool)
+        stops = np.array(stop_ids, dtype=np.int64)
+        for _ in range(max_new_tokens):
+            token = logits[:, -1].argmax(axis=-1)
+            done |= np.isin(token, stops)
+            for row in np.flatnonzero(~done):
+                out[row].append(int(token[row]))
+            if done.all():
+                break
+            token = np.where(done, pad_id, token).astype(np.int64)[:, None]
+            mask = np.concatenate([mask, np.ones((len(prompts), 1), np.int64)], axis=1)
+            positions = positions[:, -1:] + 1
+            logits, past = self.step(token, mask, positions, past)
+        return out
+
+
+class OrtChat:
+    """Greedy chat answers over an ONNX decoder; the same interface as TorchChat."""
+
+    def __init__(self, decoder: OrtDecoder, tokenizer: ChatTokenizer):
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_dir(cls, graph_dir: str | Path, providers: list[str] | None = None) -> OrtChat:
+        """A stage folder holding model.onnx and the tokenizer files."""
+        graph_dir = Path(graph_dir)
+        return cls(OrtDecoder(graph_dir / GRAPH, providers), ChatTokenizer(graph_dir))
+
+    def answer_batch(
+        self, conversations: list[list[dict]], max_new_tokens: int = 40, batch_size: int = 64
+    ) -> list[str]:
+        """Greedy reply to each conversation (order kept); prompts of similar length share a batch."""
+        encoded = [self.tokenizer.encode_chat(list(c)) for c in conversations]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        replies = [""] * len(encoded)
+        tok = self.tokenizer
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            tokens = self.decoder.greedy(
+                [encoded[i] for i in idx], max_new_tokens, tok.stop_token_ids, tok.pad_token_id
+            )
+            for i, t in zip(idx, tokens, strict=True):
+                replies[i] = tok.decode(t).strip()
+        return replies

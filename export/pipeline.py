@@ -1,0 +1,388 @@
+"""`orin-unlearn export`: base + adapters -> merged checkpoint, ONNX variants, TensorRT engine,
+with every artifact measured against the adapter model and gated.
+
+For each variant the stage folder `onnx-<variant>/` gets the graph, the tokenizer and a manifest
+holding the update's survival in that precision, logit parity against the fp32 torch model
+(prefill and decode paths), greedy-reply identity with the adapter model, forget / retain
+metrics on the adapter's own held-out prompts, and the gate. A variant that fails is written with
+`ok: false` (so it can be inspected, and no loader accepts it) and the command exits 4.
+
+    orin-unlearn export --base tiny --adapter runs/demo/adapter --out runs/demo/export
+    orin-unlearn export --base tiny --adapter runs/demo/adapter --out runs/demo/export \
+        --variants fp32,fp16,int8,int4 --engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning
+from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
+from orin_unlearn.edge import adapters
+from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat, OrtDecoder
+from orin_unlearn.edge.backends.torch_backend import TorchChat
+from orin_unlearn.edge.errors import ExportGateError, ManifestError
+from orin_unlearn.edge.formats import (
+    MANIFEST,
+    make_manifest,
+    read_manifest,
+    sha256_dir,
+    stage_dir,
+    write_json_atomic,
+)
+from orin_unlearn.edge.tokenizer import ChatTokenizer
+from orin_unlearn.export import gate, merge, quantize, validate
+from orin_unlearn.export.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
+
+log = logging.getLogger(__name__)
+
+# variant -> (graph dtype, weight-only bits or None)
+VARIANTS: dict[str, tuple[str, int | None]] = {
+    "fp32": ("float32", None),
+    "fp16": ("float16", None),
+    "int8": ("float32", 8),
+    "int4": ("float32", 4),
+}
+EXIT_GATE = 4
+PARITY_PROMPTS = 24  # random prompts, plus as many real ones
+
+
+@dataclass
+class Evaluation:
+    """The adapter's held-out prompts and the adapter model's replies and metrics on them."""
+
+    sets: dict[str, list]
+    concept: Any
+    catalogue: Any
+    refusal: str
+    replies: list[str]
+    metrics: dict
+
+    @property
+    def prompts(self) -> list:
+        return [p for name in self.sets for p in self.sets[name]]
+
+    def measure(self, chat: Any) -> tuple[dict, list[str]]:
+        """(metrics, replies) of `chat` on the same prompts."""
+        replies: list[str] = []
+
+        def answer(conversations: list[list[dict]]) -> list[str]:
+            got = chat.answer_batch(conversations)
+            replies.extend(got)
+            return got
+
+        metrics = measure_unlearning(answer, self.sets, self.concept, self.catalogue, self.refusal)
+        return metrics, replies
+
+
+def reference_evaluation(base_dir: Path, adapter_dirs: list[Path], max_prompts: int | None) -> Evaluation:
+    """Measure the adapter model itself (PEFT adapters active, fp32) on its held-out prompts."""
+    config = read_manifest(adapter_dirs[-1])["config"]
+    catalogue = load_catalogue()
+    splits = split_prompts(build_prompts(catalogue), catalogue, config["concept"])
+    sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
+    model = adapters.load_unlearned(base_dir, adapter_dirs, mode="stack")
+    evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"], [], {})
+    evaluation.metrics, evaluation.replies = evaluation.measure(TorchChat(model, ChatTokenizer(base_dir)))
+    return evaluation
+
+
+def parity_prompts(tokenizer: ChatTokenizer, evaluation: Evaluation, seed: int = 0) -> list[list[int]]:
+    """Fresh random token prompts and real chat prompts from each evaluation set."""
+    first_special = min(tokenizer.tokenizer.get_added_tokens_decoder())
+    real = [tokenizer.encode_chat(list(p.messages)) for s in evaluation.sets.values() for p in s[:8]]
+    return validate.random_prompts(PARITY_PROMPTS, 0, first_special, seed) + real
+
+
+def build_variant(
+    variant: str,
+    model: Any,
+    base_state: dict,
+    out: Path,
+    tmp: Path,
+    opset: int,
+    last_logits: bool,
+    block_size: int,
+) -> tuple[dict, dict]:
+    """Write the variant's graph into `tmp`; return (graph facts, survival summary)."""
+    dtype, bits = VARIANTS[variant]
+    merged_state = model.state_dict()
+    if bits is None:
+        source = model if dtype == "float32" else copy.deepcopy(model)
+        facts = export_onnx(source, tmp, dtype, opset, last_logits)
+        kept = merge.survival(base_state, merged_state, merge.DTYPES[dtype])
+        return facts, kept
+    fp32_graph = out / "onnx-fp32" / GRAPH
+    if not fp32_graph.is_file():
+        raise ManifestError(
+            f"{variant} is quantised from the fp32 graph: export fp32 first ({fp32_graph} missing)"
+        )
+    facts = quantize.quantize_graph(fp32_graph, tmp / GRAPH, bits, block_size)
+    for name in ("config.json", "generation_config.json"):
+        if (fp32_graph.parent / name).is_file():
+            (tmp / name).write_bytes((fp32_graph.parent / name).read_bytes())
+    return facts, quantize.survival(base_state, merged_state, bits, block_size)
+
+
+def measure_variant(
+    variant: str, model: Any, graph_dir: Path, evaluation: Evaluation, tokenizer: ChatTokenizer
+) -> dict:
+    """Parity, greedy identity, quality and gate of the graph in `graph_dir` (not yet published)."""
+    decoder = OrtDecoder(graph_dir / GRAPH)
+    parity = validate.logit_parity(
+        model, decoder, parity_prompts(tokenizer, evaluation), tokenizer.pad_token_id
+    )
+    dtype, bits = VARIANTS[variant]
+    tolerance = validate.TOLERANCES.get(dtype) if bits is None else None
+    problems = validate.parity_problems(parity, tolerance) if tolerance else []
+    metrics, replies = evaluation.measure(OrtChat(decoder, tokenizer))
+    prompts = [p.messages[-1]["content"] for p in evaluation.prompts]
+    identity = validate.greedy_identity(evaluation.replies, replies, prompts)
+    if variant == "fp32" and identity["identical"] != identity["n"]:
+        problems.append(
+            f"greedy replies differ from the adapter model's on {identity['n'] - identity['identical']} prompts"
+        )
+    verdict = gate.gate(evaluation.metrics, metrics)
+    for line in problems + gate.failures(verdict):
+        log.warning("-[x] %s: %s", variant, line)
+    if not problems and verdict["ok"]:
+        log.info("-[✓] %s: parity within tolerance, gate passed", variant)
+    return {
+        "parity": parity,
+        "tolerance": None if tolerance is None else validate.tolerance_dict(dtype),
+        "greedy": identity,
+        "metrics": metrics,
+        "gate": verdict,
+        "problems": problems,
+        "ok": verdict["ok"] and not problems,
+    }
+
+
+def export_all(
+    base: str,
+    adapter_dirs: list[str | Path],
+    out: str | Path,
+    variants: list[str],
+    merged_dtype: str = "float16",
+    opset: int = DEFAULT_OPSET,
+    last_logits: bool = True,
+    eval_max_prompts: int | None = None,
+    block_size: int = quantize.DEFAULT_BLOCK,
+    engine: bool = False,
+) -> dict[str, Any]:
+    """Run every stage; returns {"reference", "merged", "variants": {name: results}, "engine", "ok"}."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"variants must be some of {list(VARIANTS)}, got {variants}")
+    variants = sorted(variants, key=list(VARIANTS).index)  # int variants are quantised from fp32
+    out = Path(out)
+    base_dir = adapters.resolve_base(base)
+    adapter_dirs = [Path(a) for a in adapter_dirs]
+    model = merge.merge_fp32(base_dir, adapter_dirs)
+    base_state = adapters.load_model(base_dir, "float32").state_dict()
+    tokenizer = ChatTokenizer(base_dir)
+    log.info("measuring the adapter model on its held-out prompts")
+    evaluation = reference_evaluation(base_dir, adapter_dirs, eval_max_prompts)
+    kept = merge.write_merged(model, base_state, base_dir, adapter_dirs, out / "merged", merged_dtype)
+    inputs = {
+        "base": adapters.base_digest(base_dir)["weights"],
+        "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
+        "merged": sha256_dir(out / "merged", "*.safetensors"),
+    }
+    summary: dict[str, Any] = {
+        "reference": evaluation.metrics,
+        "merged": {k: v for k, v in kept.items() if k != "tensors"},
+        "variants": {},
+    }
+    for variant in variants:
+        log.info("exporting %s", variant)
+        with stage_dir(out / f"onnx-{variant}") as tmp:
+            facts, survival = build_variant(
+                variant, model, base_state, out, tmp, opset, last_logits, block_size
+            )
+            merge.copy_tokenizer(base_dir, tmp)
+            results = measure_variant(variant, model, tmp, evaluation, tokenizer)
+            results = {
+                "graph": facts,
+                "survival": {k: v for k, v in survival.items() if k != "tensors"},
+            } | results
+            config = {
+                "variant": variant,
+                "opset": opset,
+                "last_logits": last_logits,
+                "block_size": block_size,
+            }
+            stage_inputs = inputs | {"graph": sha256_dir(tmp, "model.onnx*")}
+            write_json_atomic(
+                tmp / MANIFEST, make_manifest(f"onnx-{variant}", stage_inputs, config, results, results["ok"])
+            )
+        summary["variants"][variant] = results
+    summary["engine"] = build_engine_stage(out, variants) if engine else {"status": "not requested"}
+    summary["ok"] = all(r["ok"] for r in summary["variants"].values())
+    write_json_atomic(out / "export.json", summary)
+    return summary
+
+
+def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
+    """Build the TensorRT engine from the fp16 graph (fp32 without one) into `out/../engine`."""
+    from orin_unlearn.export import trt_build
+    from orin_unlearn.export.trt_profiles import DecoderShape
+
+    source = out / ("onnx-fp16" if "fp16" in variants else "onnx-fp32")
+    if not read_manifest(source)["ok"]:
+        return {"status": "skipped", "reason": f"{source.name} did not pass the gate"}
+    shape = DecoderShape.from_config(json.loads((source / "config.json").read_text()))
+    try:
+        engine_dir = trt_build.build_engine(source / GRAPH, out.parent / "engine", shape, None)
+    except trt_build.TensorRTUnavailableError as e:
+        log.warning("engine stage skipped: %s", e)
+        return {"status": "skipped", "reason": str(e)}
+    return {"status": "ok", "engine": str(engine_dir)}
+
+
+def report_stages(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for a run report's stage table: merged, each ONNX variant, the engine."""
+    merged = summary["merged"]
+    rows = [
+        {
+            "stage": "export/merged",
+            "status": "ok",
+            "metrics": {f"update kept in {merged['dtype']}": merged["fraction"]},
+            "note": "adapters merged in fp32, then cast",
+        }
+    ]
+    for name, r in summary["variants"].items():
+        metrics = headline(r["metrics"]) | {
+            "update kept": r["survival"]["fraction"],
+            "max |dlogit|": f"{_max_error(r):.1e}",
+            "greedy same": f"{r['greedy']['identical']}/{r['greedy']['n']}",
+        }
+        note = "parity and gate passed" if r["ok"] else "; ".join(r["problems"] + gate.failures(r["gate"]))
+        rows.append(
+            {
+                "stage": f"export/onnx-{name}",
+                "status": "ok" if r["ok"] else "failed",
+                "metrics": metrics,
+                "note": note,
+            }
+        )
+    engine = summary["engine"]
+    rows.append(
+        {
+            "stage": "engine",
+            "status": engine["status"],
+            "note": engine.get("reason", engine.get("engine", "")),
+        }
+    )
+    return rows
+
+
+def _max_error(r: dict[str, Any]) -> float:
+    return max(r["parity"]["prefill"]["max_abs"], r["parity"].get("decode", {}).get("max_abs", 0.0))
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="export: every artifact measured against the adapter model")
+    columns = (
+        "artifact",
+        "update kept",
+        "max |Δlogit|",
+        "greedy same",
+        "leak",
+        "retain",
+        "neighbour",
+        "gate",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "artifact" else "right")
+    ref = summary["reference"]
+    table.add_row("adapter (torch fp32)", "", "", "", *_quality(ref), "")
+    merged = summary["merged"]
+    table.add_row(f"merged ({merged['dtype']})", f"{merged['fraction']:.1%}", "", "", "", "", "", "")
+    for name, r in summary["variants"].items():
+        err = _max_error(r)
+        greedy = f"{r['greedy']['identical']}/{r['greedy']['n']}"
+        verdict = "ok" if r["ok"] else "FAILED"
+        table.add_row(
+            f"onnx-{name}",
+            f"{r['survival']['fraction']:.1%}",
+            f"{err:.2e}",
+            greedy,
+            *_quality(r["metrics"]),
+            verdict,
+        )
+    engine = summary["engine"]
+    table.caption = f"engine: {engine['status']}" + (f" ({engine['reason']})" if "reason" in engine else "")
+    Console(width=120).print(table)
+
+
+def _quality(metrics: dict) -> tuple[str, str, str]:
+    return (
+        f"{metrics['forget']['leak']:.3f}",
+        f"{metrics['retain']['accuracy']:.3f}",
+        f"{metrics['neighbour']['accuracy']:.3f}",
+    )
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orin-unlearn export", description=__doc__)
+    parser.add_argument("--base", required=True, help="base checkpoint folder, or 'tiny'")
+    parser.add_argument(
+        "--adapter", action="append", required=True, help="adapter folder; repeat in training order"
+    )
+    parser.add_argument("--out", required=True, help="export folder (merged/, onnx-*/ go inside)")
+    parser.add_argument("--variants", default="fp32,fp16", help=f"comma list of {','.join(VARIANTS)}")
+    parser.add_argument("--merged-dtype", default="float16", choices=sorted(merge.DTYPES))
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--full-logits", action="store_true", help="emit logits for every position")
+    parser.add_argument("--eval-max-prompts", type=int, help="cap on held-out neighbour/retain prompts")
+    parser.add_argument("--block-size", type=int, default=quantize.DEFAULT_BLOCK, help="int8/int4 block")
+    parser.add_argument(
+        "--engine", action="store_true", help="also build the TensorRT engine (on the device)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        summary = export_all(
+            args.base,
+            args.adapter,
+            args.out,
+            [v.strip() for v in args.variants.split(",") if v.strip()],
+            args.merged_dtype,
+            args.opset,
+            not args.full_logits,
+            args.eval_max_prompts,
+            args.block_size,
+            args.engine,
+        )
+    except (OSError, ValueError, OnnxExportError) as e:  # AdapterMismatchError, ManifestError are ValueErrors
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    print(json.dumps(summary))
+    failed = [name for name, r in summary["variants"].items() if not r["ok"]]
+    if failed:
+        reasons = "; ".join(
+            f"onnx-{n}: "
+            + "; ".join(summary["variants"][n]["problems"] + gate.failures(summary["variants"][n]["gate"]))
+            for n in failed
+        )
+        print(str(ExportGateError(f"export gate failed, nothing shipped as ok: {reasons}")), file=sys.stderr)
+        return EXIT_GATE
+    if summary["engine"]["status"] == "skipped" and "TensorRT not available" in summary["engine"].get(
+        "reason", ""
+    ):
+        from orin_unlearn.export.trt_build import EXIT_NO_TENSORRT
+
+        print(summary["engine"]["reason"], file=sys.stderr)
+        return EXIT_NO_TENSORRT
+    return 0

@@ -1,0 +1,124 @@
+"""`orin-unlearn export` on the real demo adapter: every artifact measured and gated, manifests
+stamped, nothing half-written on a crash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat
+from orin_unlearn.edge.formats import read_manifest, sha256_dir
+from orin_unlearn.export import pipeline
+from orin_unlearn.export.trt_build import EXIT_NO_TENSORRT, tensorrt_available
+
+pytestmark = pytest.mark.slow
+EVAL = 60  # held-out neighbour / retain prompts per set (all 34 forget prompts are always used)
+
+
+@pytest.fixture(scope="module")
+def adapter(demo_unlearning):
+    _, run, _ = demo_unlearning
+    return run / "adapter"
+
+
+@pytest.fixture(scope="module")
+def exported(adapter, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "export"
+    return out, pipeline.export_all("tiny", [adapter], out, ["int8", "fp16", "fp32"], eval_max_prompts=EVAL)
+
+
+def test_every_variant_passes_parity_and_gate(exported):
+    _, summary = exported
+    assert summary["ok"]
+    assert list(summary["variants"]) == ["fp32", "fp16", "int8"]  # int8 is quantised from fp32
+    for name, result in summary["variants"].items():
+        assert result["ok"] and result["gate"]["ok"], name
+        assert result["metrics"]["forget"]["leak"] <= summary["reference"]["forget"]["leak"] + 0.01
+        assert result["metrics"]["forget"]["n"] == 34 and result["metrics"]["retain"]["n"] == EVAL
+
+
+def test_fp32_graph_reproduces_the_adapter_model(exported):
+    _, summary = exported
+    fp32 = summary["variants"]["fp32"]
+    assert fp32["greedy"]["identical"] == fp32["greedy"]["n"] == 34 + 2 * EVAL
+    assert fp32["parity"]["prefill"]["max_abs"] <= 1e-3 and fp32["parity"]["decode"]["max_abs"] <= 1e-3
+    assert fp32["metrics"]["forget"] == summary["reference"]["forget"]
+
+
+def test_fp16_keeps_the_update_and_its_math_in_fp32(exported):
+    _, summary = exported
+    fp16 = summary["variants"]["fp16"]
+    assert fp16["survival"]["fraction"] > 0.99
+    assert fp16["graph"]["upcast_softmax"] == 4
+    assert all(kinds == ["FLOAT"] for kinds in fp16["graph"]["precision"].values())
+    assert fp16["parity"]["prefill"]["top1"] >= 0.95
+
+
+def test_stages_are_loadable_and_manifests_chain(exported):
+    out, summary = exported
+    merged = read_manifest(out / "merged")
+    assert merged["stage"] == "merged" and merged["ok"]
+    for name in summary["variants"]:
+        stage = out / f"onnx-{name}"
+        manifest = read_manifest(stage)
+        assert manifest["stage"] == f"onnx-{name}" and manifest["ok"]
+        assert manifest["inputs"]["merged"] == sha256_dir(out / "merged", "*.safetensors")
+        assert manifest["inputs"]["graph"] == sha256_dir(stage, "model.onnx*")
+        assert manifest["inputs"]["adapters"] == merged["inputs"]["adapters"]
+    reply = OrtChat.from_dir(out / "onnx-fp16").answer_batch(
+        [[{"role": "user", "content": "Who directed Inception?"}]]
+    )
+    assert reply == ["I don't know that title."]
+    assert json.loads((out / "export.json").read_text())["ok"]
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_crash_mid_stage_leaves_the_old_stage_and_no_temp_folder(exported, adapter, monkeypatch):
+    out, _ = exported
+    before = (out / "onnx-fp32" / "manifest.json").read_bytes()
+    graph = (out / "onnx-fp32" / GRAPH).read_bytes()
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash while measuring")
+
+    monkeypatch.setattr(pipeline, "measure_variant", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pipeline.export_all("tiny", [adapter], out, ["fp32"], eval_max_prompts=10)
+    assert (out / "onnx-fp32" / "manifest.json").read_bytes() == before
+    assert (out / "onnx-fp32" / GRAPH).read_bytes() == graph
+    assert not list(out.glob(".onnx-fp32*"))
+
+
+def test_cli_exits_with_the_engine_status(adapter, tmp_path, capsys):
+    code = pipeline.main(
+        [
+            "--base",
+            "tiny",
+            "--adapter",
+            str(adapter),
+            "--out",
+            str(tmp_path / "export"),
+            "--variants",
+            "fp32",
+            "--eval-max-prompts",
+            "10",
+            "--engine",
+        ]
+    )
+    lines = capsys.readouterr()
+    summary = json.loads(lines.out.strip().splitlines()[-1])
+    if tensorrt_available()[0]:
+        assert code == 0 and summary["engine"]["status"] == "ok"
+    else:
+        assert code == EXIT_NO_TENSORRT
+        assert summary["engine"]["status"] == "skipped"
+        assert "TensorRT not available here" in lines.err
+        assert read_manifest(tmp_path / "export" / "onnx-fp32")["ok"]  # the other stages are kept
+
+
+def test_unknown_variant_is_a_usage_error(adapter, tmp_path, capsys):
+    code = pipeline.main(
+        ["--base", "tiny", "--adapter", str(adapter), "--out", str(tmp_path), "--variants", "fp8"]
+    )
+    assert code == 2 and "fp8" in capsys.readouterr().err
