@@ -261,7 +261,7 @@ def report_stages(summary: dict[str, Any]) -> list[dict[str, Any]]:
     for name, r in summary["variants"].items():
         metrics = headline(r["metrics"]) | {
             "update kept": r["survival"]["fraction"],
-            "max |dlogit|": f"{_max_error(r):.1e}",
+            "max abs dlogit": f"{_max_error(r):.1e}",
             "greedy same": f"{r['greedy']['identical']}/{r['greedy']['n']}",
         }
         note = "parity and gate passed" if r["ok"] else "; ".join(r["problems"] + gate.failures(r["gate"]))
