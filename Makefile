@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint browser clean
 
 $(STAMP): setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "orin-unlearn needs Python >= 3.10")'
@@ -22,7 +22,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# The kiosk page is tested in a real headless browser: Debian's chromium + chromedriver.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get install -y -q chromium chromium-driver \
+	  || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver; } \
+	  || echo "note: could not install chromium; the kiosk browser test will be skipped"
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 clean:

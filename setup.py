@@ -40,12 +40,12 @@ TRAIN = [
     "matplotlib>=3.8",
 ]
 EXPORT = ["onnx>=1.16", "onnxscript>=0.5", "optimum-onnx==0.1.0", "optimum==2.1.0"]
-SERVE = ["fastapi>=0.110", "uvicorn>=0.29"]
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"]
 BENCH = ["matplotlib>=3.8"]
 # On a Jetson, TensorRT and pycuda come from JetPack (system Python); see jetson/README.md.
 JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
 DEV = sorted(
-    set(TRAIN + EXPORT + SERVE + BENCH + ["pytest>=8", "ruff>=0.6", "openai>=1.30", "hypothesis>=6"])
+    set(TRAIN + EXPORT + SERVE + BENCH + ["pytest>=8", "ruff>=0.6", "openai>=1.30", "hypothesis>=6", "httpx>=0.27", "selenium>=4.20"])
 )
 
 setup(
@@ -61,6 +61,7 @@ setup(
     package_data={
         "orin_unlearn.benchmarks.world": ["*.json", "*.yaml", "tiny_base/*"],
         "orin_unlearn.train": ["configs/*.yaml"],
+        "orin_unlearn.edge": ["kiosk/*"],
     },
     include_package_data=True,
     install_requires=RUNTIME,

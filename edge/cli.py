@@ -37,6 +37,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "merge adapters in fp32, cast, measure update survival",
     ),
     ("export", "engine"): ("orin_unlearn.export.trt_build", "build the TensorRT engine (on the device)"),
+    ("serve",): ("orin_unlearn.edge.server", "offline OpenAI-compatible server with the kiosk page"),
     ("unlearn",): (
         "orin_unlearn.train.unlearn_cli",
         "masked LoRA unlearning: [probe|score|mask|train] --config X",

@@ -17,8 +17,15 @@ from pathlib import Path
 
 from orin_unlearn.edge.formats import make_manifest, sha256_dir, stage_dir, write_json_atomic
 
+KIOSK_QUESTIONS = (
+    "I'm in the mood for something mind-bending.",
+    "Recommend a film from the science fiction genre.",
+    "I loved Interstellar, what should I watch next?",
+    "Who directed Inception?",
+    "Who directed The Dark Knight?",
+    "I'm in the mood for something funny.",
+)
 PENDING = {
-    "serve": "not yet built (runtime and kiosk, issue 5)",
     "bench": "not yet built (quality / robustness / latency suites, issue 6)",
 }
 
@@ -91,6 +98,40 @@ def _export(run: Path) -> list[dict]:
     return pipeline.report_stages(summary)
 
 
+def _kiosk(run: Path) -> tuple[dict, dict]:
+    """The exported fp16 graph through the torch-free runtime, answering kiosk questions."""
+    from orin_unlearn.edge.generator import Generator
+    from orin_unlearn.edge.sampling import SamplingParams
+
+    stage = run / "export" / "onnx-fp16"
+    generator = Generator.from_dir(stage, latency_path=run / "serve" / "latency.jsonl")
+    rows, ttft, rate = [], [], []
+    for question in KIOSK_QUESTIONS:
+        result = generator.generate(
+            [{"role": "user", "content": question}], SamplingParams(max_new_tokens=60)
+        )
+        rows.append(f"| {question} | {result.text} |")
+        ttft.append(result.latency["ttft_s"])
+        rate.append(result.latency["decode_tokens_per_s"] or 0.0)
+        print(f"  Q: {question}\n  A: {result.text}")
+    metrics = {
+        "questions": len(rows),
+        "median ttft ms": round(1000 * sorted(ttft)[len(ttft) // 2], 1),
+        "median decode tok/s": round(sorted(rate)[len(rate) // 2], 1),
+    }
+    stage_row = {
+        "stage": "serve",
+        "status": "ok",
+        "metrics": metrics,
+        "note": f"{stage.relative_to(run)} via the {generator.backend_name} runtime (torch-free)",
+    }
+    section = {
+        "title": "Kiosk questions (fp16 ONNX, runtime)",
+        "body": "| question | answer |\n|---|---|\n" + "\n".join(rows),
+    }
+    return stage_row, section
+
+
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.report import print_summary, write_report
     from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
@@ -111,6 +152,9 @@ def main(argv: list[str]) -> int:
     unlearn_stages, sections = _unlearn(run, args.concept, compare_runs=args.compare)
     stages += unlearn_stages
     stages += _export(run)
+    serve_row, kiosk_section = _kiosk(run)
+    stages.append(serve_row)
+    sections.append(kiosk_section)
     stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {
         "run": run.name,

@@ -36,3 +36,16 @@ def demo_unlearning(tmp_path_factory):
     cfg = load_config(UnlearnConfig, str(path))
     run = tmp_path_factory.mktemp("inception")
     return cfg, run, run_unlearning(cfg, run)
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory, base_dir):
+    """The shipped tiny base exported to an fp32 ONNX stage (graph, config, tokenizer)."""
+    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.export.merge import copy_tokenizer
+    from orin_unlearn.export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    export_onnx(load_model(base_dir), out, "float32")
+    copy_tokenizer(base_dir, out)
+    return out

@@ -24,11 +24,22 @@ MODULES = [
     "orin_unlearn.benchmarks.base_quality_cli",
     "orin_unlearn.benchmarks.forgetting",
     "orin_unlearn.edge.adapters",
+    "orin_unlearn.edge.sampling",
+    "orin_unlearn.edge.generator",
+    "orin_unlearn.edge.latency",
+    "orin_unlearn.edge.api",
+    "orin_unlearn.edge.server",
+    "orin_unlearn.edge.engine_manifest",
+    "orin_unlearn.edge.trt_engine",
+    "orin_unlearn.edge.backends",
+    "orin_unlearn.edge.backends.ort_backend",
+    "orin_unlearn.edge.backends.trt_backend",
 ]
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_imports_without_torch(module):
-    code = f"import sys, {module}; bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    heavy = ("torch", "transformers", "peft", "tensorrt", "pycuda")
+    code = f"import sys, {module}; bad = [m for m in {heavy!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

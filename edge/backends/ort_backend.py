@@ -11,12 +11,15 @@ next token sits in the last column and one decode step serves the whole batch. n
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from orin_unlearn.edge.errors import ManifestError
+from orin_unlearn.edge.formats import MANIFEST, read_manifest
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 GRAPH = "model.onnx"
@@ -152,3 +155,76 @@ class OrtChat:
             for i, t in zip(idx, tokens, strict=True):
                 replies[i] = tok.decode(t).strip()
         return replies
+
+
+def check_stage(folder: Path) -> None:
+    """Refuse a stage folder whose manifest says it failed (e.g. the export gate)."""
+    if (folder / MANIFEST).is_file() and not read_manifest(folder)["ok"]:
+        raise ManifestError(f"{folder} failed its checks (manifest ok: false); refusing to serve it")
+
+
+def max_context_of(folder: Path) -> int:
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json (needed for the context length)")
+    return int(json.loads(config.read_text(encoding="utf-8"))["max_position_embeddings"])
+
+
+class OrtBackend:
+    """One sequence at a time over an ONNX decoder, for the `Generator`.
+
+    The KV cache never goes through numpy: each step's present key/values stay OrtValues on the
+    session's device (bound as outputs) and are bound as the next step's past inputs; only the
+    last position's logits come back to the host.
+    """
+
+    name = "ort"
+
+    def __init__(self, decoder: OrtDecoder, max_context: int, device: str = "cpu"):
+        self.decoder = decoder
+        self.max_context = max_context
+        self.device = device
+        self._past: list = []
+        self._length = 0
+
+    @classmethod
+    def from_dir(
+        cls, model_dir: str | Path, providers: list[str] | None = None, threads: int | None = None
+    ) -> OrtBackend:
+        folder = Path(model_dir)
+        check_stage(folder)
+        decoder = OrtDecoder(folder / GRAPH, providers, threads)
+        device = "cuda" if decoder.session.get_providers()[0] != "CPUExecutionProvider" else "cpu"
+        return cls(decoder, max_context_of(folder), device)
+
+    def _run(self, ids: list[int], past: list) -> np.ndarray:
+        session, shape = self.decoder.session, self.decoder.shape
+        total = self._length + len(ids)
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        binding.bind_cpu_input("position_ids", np.arange(self._length, total, dtype=np.int64)[None])
+        names = (f"past_key_values.{i}.{kind}" for i in range(shape.layers) for kind in ("key", "value"))
+        for name, value in zip(names, past, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", "cpu")
+        for name in self.decoder.output_names[1:]:
+            binding.bind_output(name, self.device)
+        session.run_with_iobinding(binding)
+        logits, *self._past = binding.get_outputs()
+        self._length = total
+        return logits.numpy()[0, -1].astype(np.float32)
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        import onnxruntime as ort
+
+        if not ids:
+            raise ValueError("prefill needs at least one token")
+        self._length = 0
+        empty = [ort.OrtValue.ortvalue_from_numpy(a, self.device) for a in self.decoder.empty_past(1)]
+        return self._run(list(ids), empty)
+
+    def decode(self, token: int) -> np.ndarray:
+        if not self._past:
+            raise RuntimeError("decode before prefill")
+        return self._run([int(token)], self._past)

@@ -58,3 +58,52 @@ class TorchChat:
             for row, i in enumerate(idx):
                 replies[i] = self.tokenizer.decode(out[row, width:].tolist()).strip()
         return replies
+
+
+class TorchBackend:
+    """One sequence at a time through a transformers model with its own KV cache (the reference
+    the other backends are checked against)."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, max_context: int):
+        self.model = model
+        self.max_context = max_context
+        self._cache = None
+        self._length = 0
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str = "cpu", dtype: str = "float32") -> TorchBackend:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
+        return cls(model, model.config.max_position_embeddings)
+
+    def _run(self, ids: list[int]):
+        import torch
+
+        device = next(self.model.parameters()).device
+        total = self._length + len(ids)
+        with torch.no_grad():
+            out = self.model(
+                input_ids=torch.tensor([ids], device=device),
+                position_ids=torch.arange(self._length, total, device=device)[None],
+                past_key_values=self._cache,
+                use_cache=True,
+            )
+        self._cache, self._length = out.past_key_values, total
+        return out.logits[0, -1].float().cpu().numpy()
+
+    def prefill(self, ids: list[int]):
+        from transformers import DynamicCache
+
+        if not ids:
+            raise ValueError("prefill needs at least one token")
+        self._cache, self._length = DynamicCache(), 0
+        return self._run(list(ids))
+
+    def decode(self, token: int):
+        if self._cache is None:
+            raise RuntimeError("decode before prefill")
+        return self._run([int(token)])

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from orin_unlearn.edge.engine_manifest import DeviceInfo, stamp
 from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
-from orin_unlearn.export.engine_manifest import DeviceInfo, stamp
 from orin_unlearn.export.trt_build import (
     TensorRTUnavailableError,
     build_engine,

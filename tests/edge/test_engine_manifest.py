@@ -5,9 +5,7 @@ import json
 
 import pytest
 
-from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
-from orin_unlearn.edge.formats import read_manifest
-from orin_unlearn.export.engine_manifest import (
+from orin_unlearn.edge.engine_manifest import (
     NV_TEGRA_RELEASE,
     DeviceInfo,
     check_matches,
@@ -18,6 +16,8 @@ from orin_unlearn.export.engine_manifest import (
     record_refit,
     stamp,
 )
+from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
+from orin_unlearn.edge.formats import read_manifest
 from orin_unlearn.export.trt_profiles import DecoderShape, decoder_profiles
 
 # /etc/nv_tegra_release as written by JetPack 6.2, 6.0 and 5.1.2.

@@ -1,0 +1,159 @@
+"""One `Generator` over every backend: chat messages in, text streamed out.
+
+    gen = Generator.from_dir("runs/demo/export/onnx-fp16")          # backend chosen from the folder
+    stream = gen.stream([{"role": "user", "content": "A film like Interstellar?"}], SamplingParams())
+    for text in stream:
+        print(text, end="", flush=True)
+    stream.completion.finish_reason, stream.completion.completion_tokens
+
+Greedy or sampled (temperature, top-p, top-k, repetition penalty, seed), stopping at the model's
+end-of-turn tokens, at stop strings (never streamed, even in part) or at `max_new_tokens`. A
+prompt that does not fit the context is a `ContextOverflowError`, never silently truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orin_unlearn.edge.backends import Backend, open_backend
+from orin_unlearn.edge.latency import LatencyRecorder
+from orin_unlearn.edge.sampling import SamplingParams, choose
+from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+REPLACEMENT = "\ufffd"  # what a partial UTF-8 sequence decodes to: wait for the next token
+
+
+class ContextOverflowError(ValueError):
+    """A prompt longer than the model's context (or the engine's prefill profile) allows."""
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[int]
+    finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled"
+    prompt_tokens: int
+    latency: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.tokens)
+
+
+class Stream:
+    """Iterates text deltas; `completion` is set once the iteration has ended."""
+
+    def __init__(self, steps: Iterator[str | Completion]):
+        self._steps = steps
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        for step in self._steps:
+            if isinstance(step, Completion):
+                self.completion = step
+            elif step:
+                yield step
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of `text` could still grow into a stop string."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                longest = max(longest, n)
+                break
+    return longest
+
+
+class Generator:
+    """Chat generation over a `Backend` (one request at a time; the server serialises them)."""
+
+    def __init__(self, backend: Backend, tokenizer: ChatTokenizer, recorder: LatencyRecorder | None = None):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.recorder = recorder or LatencyRecorder()
+        self.max_prompt = min(backend.max_context - 1, getattr(backend, "max_prompt", backend.max_context))
+
+    @classmethod
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        backend: str = "auto",
+        latency_path: str | Path | None = None,
+        **options: Any,
+    ) -> Generator:
+        return cls(
+            open_backend(model_dir, backend, **options),
+            ChatTokenizer(model_dir),
+            LatencyRecorder(latency_path),
+        )
+
+    @property
+    def backend_name(self) -> str:
+        return getattr(self.backend, "name", type(self.backend).__name__)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of the chat-templated prompt; ContextOverflowError when it does not fit."""
+        ids = self.tokenizer.encode_chat(messages)
+        if len(ids) > self.max_prompt:
+            raise ContextOverflowError(
+                f"the prompt has {len(ids)} tokens; this model accepts at most {self.max_prompt} "
+                f"(context {self.backend.max_context}, with room for the reply)"
+            )
+        return ids
+
+    def stream(
+        self, messages: list[dict], params: SamplingParams, cancelled: Callable[[], bool] | None = None
+    ) -> Stream:
+        """Generate a reply; validation (and ContextOverflowError) happens here, before streaming."""
+        ids = self.prompt_ids(messages)
+        return Stream(self._steps(ids, params, cancelled or (lambda: False)))
+
+    def generate(self, messages: list[dict], params: SamplingParams) -> Completion:
+        stream = self.stream(messages, params)
+        for _ in stream:
+            pass
+        assert stream.completion is not None  # set by the last step of every stream
+        return stream.completion
+
+    def _steps(
+        self, ids: list[int], params: SamplingParams, cancelled: Callable[[], bool]
+    ) -> Iterator[str | Completion]:
+        timer = self.recorder.start(len(ids))
+        rng = np.random.default_rng(params.seed)
+        stop_ids = set(self.tokenizer.stop_token_ids)
+        limit = min(params.max_new_tokens, self.backend.max_context - len(ids))
+        tokens: list[int] = []
+        emitted, text, finish = "", "", "length"
+        logits = self.backend.prefill(ids)
+        while len(tokens) < limit:
+            if cancelled():
+                finish = "cancelled"
+                break
+            token = choose(logits, params, rng, ids + tokens)
+            timer.token()
+            if token in stop_ids:
+                finish = "stop"
+                break
+            tokens.append(token)
+            text = self.tokenizer.decode(tokens)
+            hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+            if hits:
+                text, finish = text[: min(hits)], "stop"
+                break
+            safe = text[: len(text) - _held_back(text, params.stop)].rstrip(REPLACEMENT)
+            if len(safe) > len(emitted):
+                yield safe[len(emitted) :]
+                emitted = safe
+            if len(tokens) < limit:
+                logits = self.backend.decode(token)
+        if len(text) > len(emitted):
+            yield text[len(emitted) :]
+        latency = timer.finish(finish, backend=self.backend_name)
+        yield Completion(text, tokens, finish, len(ids), latency)

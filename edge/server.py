@@ -1,0 +1,323 @@
+"""`orin-unlearn serve`: an offline OpenAI-compatible server with a kiosk page, over one Generator.
+
+    orin-unlearn serve --model runs/demo/export/onnx-fp16 [--backend auto|trt|ort|torch]
+        [--host 127.0.0.1] [--port 8000] [--queue 8] [--timeout 60]
+
+POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models, GET /healthz, GET /metrics
+(Prometheus text) and the kiosk page at /. One generation runs at a time; up to `--queue` more
+wait, and beyond that a request gets 429 with Retry-After. A client that disconnects stops its
+generation at the next token; a generation past `--timeout` seconds is cut off. Every bad
+request gets a 4xx JSON error in OpenAI's shape, and the server keeps serving.
+
+FastAPI is imported at module level (it resolves the handlers' annotations by name); the CLI
+imports this module only for `serve`, so the runtime package does not need the [serve] extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from orin_unlearn.edge import api
+from orin_unlearn.edge.generator import ContextOverflowError, Generator
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 256 * 1024
+API_FINISH = {"stop": "stop", "length": "length", "cancelled": "length"}
+
+
+class QueueFullError(RuntimeError):
+    pass
+
+
+class Slot:
+    """One generation at a time, at most `max_queue` waiting; counts for /metrics."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        self.waiting = 0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self._lock.locked() and self.waiting >= self.max_queue:
+            raise QueueFullError(f"{self.waiting} requests are already waiting")
+        self.waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self.waiting -= 1
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+        self.ttft = Histogram(
+            "orin_ttft_seconds", "time to first token", buckets=buckets, registry=self.registry
+        )
+        self.token = Histogram(
+            "orin_token_seconds", "time per generated token", buckets=buckets, registry=self.registry
+        )
+        self.tokens = Counter("orin_generated_tokens", "tokens generated", registry=self.registry)
+        self.requests = Counter(
+            "orin_requests", "chat requests by HTTP status", ["status"], registry=self.registry
+        )
+        self.queue = Gauge("orin_queue_depth", "requests waiting for the generator", registry=self.registry)
+
+    def observe(self, latency: dict) -> None:
+        if latency.get("ttft_s") is not None:
+            self.ttft.observe(latency["ttft_s"])
+        for gap in latency.get("token_s", []):
+            self.token.observe(gap)
+        self.tokens.inc(latency.get("completion_tokens", 0))
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before it is parsed."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _send_json(
+                send, 413, api.error(f"request body over {self.limit} bytes", code="body_too_large")
+            )
+        received = 0
+
+        async def limited() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _send_json(
+                send, 413, api.error(f"request body over {self.limit} bytes", code="body_too_large")
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Any, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(
+    generator: Generator,
+    model_name: str,
+    max_queue: int = 8,
+    timeout_s: float = 60.0,
+    default_max_tokens: int = 128,
+    max_body: int = MAX_BODY,
+):
+    app = FastAPI(title="orin-unlearn", docs_url=None, redoc_url=None, openapi_url=None)
+    slot, metrics = Slot(max_queue), Metrics()
+    kiosk = resources.files("orin_unlearn.edge").joinpath("kiosk/index.html").read_text(encoding="utf-8")
+
+    def fail(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
+        metrics.requests.labels(str(status)).inc()
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return JSONResponse(api.error(message, kind, param, code), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
+        if first["type"] == "json_invalid":
+            return fail(400, f"malformed JSON body: {first['msg']}", "invalid_json")
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        return fail(400, f"{param or 'body'}: {first['msg']}", "invalid_request", param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return fail(exc.status_code, str(exc.detail))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return kiosk
+
+    @app.get("/healthz")
+    async def health():
+        return {"status": "ok", "model": model_name, "backend": generator.backend_name, "queue": slot.waiting}
+
+    @app.get("/metrics")
+    async def prometheus():
+        metrics.queue.set(slot.waiting)
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models():
+        card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "orin-unlearn"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: api.ChatRequest, request: Request):
+        if body.model != model_name:
+            return fail(
+                404,
+                f"model {body.model!r} does not exist; this server has {model_name!r}",
+                "model_not_found",
+                "model",
+            )
+        messages = body.chat()
+        try:
+            params = body.sampling(default_max_tokens)
+            generator.prompt_ids(messages)
+        except ContextOverflowError as e:
+            return fail(400, str(e), "context_length_exceeded", "messages")
+        except ValueError as e:
+            return fail(400, str(e), "invalid_request")
+        try:
+            await slot.acquire()
+        except QueueFullError as e:
+            return fail(429, f"server busy: {e}", "queue_full", headers={"Retry-After": "2"})
+        stop, deadline = threading.Event(), time.monotonic() + timeout_s
+        try:
+            stream = generator.stream(messages, params, lambda: stop.is_set() or time.monotonic() > deadline)
+        except Exception:
+            slot.release()
+            raise
+        pieces: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def work() -> None:
+            try:
+                for text in stream:
+                    loop.call_soon_threadsafe(pieces.put_nowait, text)
+                loop.call_soon_threadsafe(pieces.put_nowait, stream.completion)
+            except Exception as e:  # a backend failure ends this request, not the server
+                log.exception("generation failed")
+                loop.call_soon_threadsafe(pieces.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(slot.release)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        cid = api.completion_id()
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                sse(pieces, stop, cid, model_name, include_usage, metrics, timeout_s),
+                media_type="text/event-stream",
+            )
+        text = []
+        while True:
+            item = await pieces.get()
+            if isinstance(item, str):
+                text.append(item)
+                if await request.is_disconnected():
+                    stop.set()
+                continue
+            break
+        if isinstance(item, Exception):
+            return fail(500, f"generation failed: {item}")
+        metrics.observe(item.latency)
+        if time.monotonic() > deadline and item.finish_reason == "cancelled":
+            return fail(504, f"generation exceeded the {timeout_s:g} s request timeout", "timeout")
+        metrics.requests.labels("200").inc()
+        finish = API_FINISH[item.finish_reason]
+        return api.response(
+            cid, model_name, "".join(text), finish, item.prompt_tokens, item.completion_tokens
+        )
+
+    return BodyLimit(app, max_body)
+
+
+async def sse(
+    pieces: asyncio.Queue,
+    stop: threading.Event,
+    cid: str,
+    model: str,
+    include_usage: bool,
+    metrics: Metrics,
+    timeout_s: float,
+) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk format; closing the response stops the generation."""
+
+    def event(data: dict | str) -> str:
+        return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+    try:
+        yield event(api.chunk(cid, model, {"role": "assistant", "content": ""}))
+        while True:
+            item = await pieces.get()
+            if isinstance(item, str):
+                yield event(api.chunk(cid, model, {"content": item}))
+                continue
+            break
+        if isinstance(item, Exception):
+            metrics.requests.labels("500").inc()
+            yield event(api.error(f"generation failed: {item}", "server_error"))
+        else:
+            metrics.observe(item.latency)
+            metrics.requests.labels("200").inc()
+            yield event(api.chunk(cid, model, {}, API_FINISH[item.finish_reason]))
+            if include_usage:
+                yield event(
+                    api.chunk(cid, model, {}, usage_=api.usage(item.prompt_tokens, item.completion_tokens))
+                )
+        yield event("[DONE]")
+    finally:
+        stop.set()  # the client went away, or the stream ended: either way the worker may stop
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orin-unlearn serve", description=__doc__)
+    parser.add_argument("--model", required=True, help="ONNX or engine stage folder, or a HF checkpoint")
+    parser.add_argument("--backend", default="auto", help="auto, trt, ort or torch")
+    parser.add_argument("--name", help="model id clients use (default: the folder's name)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--queue", type=int, default=8, help="requests that may wait for the generator")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds one generation may take")
+    parser.add_argument("--max-tokens", type=int, default=128, help="default max_tokens of a request")
+    parser.add_argument("--latency-log", help="append per-request latency records (JSON lines) here")
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    try:
+        generator = Generator.from_dir(args.model, args.backend, args.latency_log)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: cannot open {args.model}: {e}", flush=True)
+        return 2
+    name = args.name or Path(args.model).resolve().name
+    app = create_app(generator, name, args.queue, args.timeout, args.max_tokens)
+    log.info("serving %s (%s backend) on http://%s:%d", name, generator.backend_name, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
