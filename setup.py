@@ -45,7 +45,13 @@ BENCH = ["matplotlib>=3.8"]
 # On a Jetson, TensorRT and pycuda come from JetPack (system Python); see jetson/README.md.
 JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
 DEV = sorted(
-    set(TRAIN + EXPORT + SERVE + BENCH + ["pytest>=8", "ruff>=0.6", "openai>=1.30", "hypothesis>=6", "httpx>=0.27", "selenium>=4.20"])
+    set(
+        TRAIN
+        + EXPORT
+        + SERVE
+        + BENCH
+        + ["pytest>=8", "ruff>=0.6", "openai>=1.30", "hypothesis>=6", "httpx>=0.27", "selenium>=4.20"]
+    )
 )
 
 setup(
