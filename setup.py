@@ -28,6 +28,7 @@ RUNTIME = [
     "numpy>=1.24,<3",
     "tokenizers>=0.21,<0.23",
     "onnxruntime>=1.18",
+    "onnx>=1.16",
     "pyyaml>=6",
     "rich>=13",
     "safetensors>=0.4",

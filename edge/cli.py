@@ -32,11 +32,19 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.export.pipeline",
         "merge, ONNX fp32/fp16(/int8/int4), TensorRT engine; each artifact measured and gated",
     ),
+    ("export", "shape"): (
+        "orin_unlearn.export.shapes",
+        "random-weight Qwen2.5-shaped model + ONNX variants, for speed runs",
+    ),
     ("export", "merge"): (
         "orin_unlearn.export.merge",
         "merge adapters in fp32, cast, measure update survival",
     ),
     ("export", "engine"): ("orin_unlearn.export.trt_build", "build the TensorRT engine (on the device)"),
+    ("bench", "decode"): (
+        "orin_unlearn.benchmarks.decode_bench",
+        "decode tokens/s: runtime vs raw engine vs bandwidth limit (vs transformers)",
+    ),
     ("serve",): ("orin_unlearn.edge.server", "offline OpenAI-compatible server with the kiosk page"),
     ("unlearn",): (
         "orin_unlearn.train.unlearn_cli",

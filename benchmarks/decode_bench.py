@@ -1,0 +1,186 @@
+"""`orin-unlearn bench decode`: batch-1 decode speed of the runtime, against the raw engine, the
+memory-bandwidth limit and (optionally) Hugging Face `generate` on the same weights.
+
+- raw loop: prefill, then decode steps straight on the backend with arg-max, nothing else;
+- generator: the same number of tokens through `Generator` (tokenizer, sampling, stop handling,
+  streaming text, latency records); its overhead is 1 - generator / raw;
+- roofline: decoding reads every weight once per token, so tokens/s cannot exceed
+  bandwidth / weight bytes read per token (the embedding table is gathered, not read);
+  bandwidth is measured here as a multi-threaded read of a buffer far larger than the caches.
+
+    orin-unlearn bench decode --model runs/demo/export/onnx-fp32 --threads 2
+    orin-unlearn bench decode --model /tmp/q05/onnx-fp32 --hf /tmp/q05/hf --tokens 64
+
+The last stdout line is the whole result as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
+from orin_unlearn.edge.generator import Generator
+from orin_unlearn.edge.sampling import SamplingParams
+from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+PROMPT = [{"role": "user", "content": "Recommend a film from the science fiction genre."}]
+
+
+def read_bandwidth(threads: int, mib: int = 1024, repeats: int = 3) -> float:
+    """Bytes/s of `threads` threads each summing its share of a `mib` MiB float32 buffer (numpy
+    releases the GIL in reductions); the best of `repeats`."""
+    data = np.ones(mib * (1 << 20) // 4, dtype=np.float32)
+    parts = np.array_split(data, threads)
+    best = 0.0
+    for _ in range(repeats):
+        workers = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, data.nbytes / (time.perf_counter() - start))
+    return best
+
+
+def weight_bytes_per_token(graph: str | Path) -> int:
+    """Bytes of weights a decode step reads: every initializer but gathered tables (embeddings)."""
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    gathered = {n.input[0] for n in model.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")}
+    return sum(
+        int(np.prod(i.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
+        for i in model.graph.initializer
+        if i.name not in gathered
+    )
+
+
+def raw_rate(backend: OrtBackend, prompt: list[int], steps: int) -> float:
+    """Decode tokens/s of a bare arg-max loop on the backend."""
+    logits = backend.prefill(prompt)
+    start = time.perf_counter()
+    for _ in range(steps):
+        logits = backend.decode(int(np.argmax(logits)))
+    return steps / (time.perf_counter() - start)
+
+
+def generator_rate(generator: Generator, steps: int) -> tuple[float, int]:
+    """(decode tokens/s, tokens) of one greedy request through the Generator."""
+    result = generator.generate(PROMPT, SamplingParams(max_new_tokens=steps + 1))
+    return result.latency["decode_tokens_per_s"] or 0.0, result.completion_tokens
+
+
+def hf_rate(hf_dir: str | Path, prompt: list[int], steps: int, threads: int) -> float:
+    """Decode tokens/s of transformers' `generate` (greedy, its KV cache) on the same weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt])
+
+    def timed(new: int) -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+        return time.perf_counter() - start
+
+    timed(2)  # warm-up
+    one, many = timed(1), timed(steps + 1)  # the difference is `steps` decode steps
+    return steps / max(many - one, 1e-9)
+
+
+def run(
+    model_dir: str | Path, threads: int, steps: int, repeats: int, hf_dir: str | Path | None
+) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    backend = OrtBackend.from_dir(model_dir, threads=threads)
+    tokenizer = ChatTokenizer(model_dir)
+    generator = Generator(backend, tokenizer)
+    prompt = tokenizer.encode_chat(PROMPT)
+    raw_rate(backend, prompt, 4)  # warm-up
+    gen_rates, raw_rates, produced = [], [], []
+    for _ in range(repeats):  # interleaved, so drift in machine load hits both alike
+        rate, tokens = generator_rate(generator, steps)
+        gen_rates.append(rate)
+        produced.append(tokens)
+        raw_rates.append(raw_rate(backend, prompt, max(tokens - 1, 1)))
+    bandwidth = read_bandwidth(threads)
+    per_token = weight_bytes_per_token(model_dir / GRAPH)
+    raw, gen = statistics.median(raw_rates), statistics.median(gen_rates)
+    result: dict[str, Any] = {
+        "model": str(model_dir),
+        "threads": threads,
+        "decode_tokens": statistics.median(produced) - 1,
+        "raw_tokens_per_s": round(raw, 2),
+        "generator_tokens_per_s": round(gen, 2),
+        "generator_vs_raw": round(gen / raw, 4),
+        "weight_bytes_per_token": per_token,
+        "read_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "roofline_tokens_per_s": round(bandwidth / per_token, 2),
+        "roofline_fraction": round(raw * per_token / bandwidth, 4),
+        "raw_runs": [round(r, 2) for r in raw_rates],
+        "generator_runs": [round(r, 2) for r in gen_rates],
+    }
+    if hf_dir is not None:
+        hf = hf_rate(hf_dir, prompt, int(result["decode_tokens"]), threads)
+        result |= {"hf_generate_tokens_per_s": round(hf, 2), "raw_vs_hf": round(raw / hf, 2)}
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"decode, batch 1, {result['threads']} threads: {result['model']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("raw engine loop", f"{result['raw_tokens_per_s']} tok/s"),
+        (
+            "through the Generator",
+            f"{result['generator_tokens_per_s']} tok/s ({result['generator_vs_raw']:.1%} of raw)",
+        ),
+        ("weights read per token", f"{result['weight_bytes_per_token'] / 1e6:.1f} MB"),
+        ("measured read bandwidth", f"{result['read_bandwidth_gb_s']} GB/s"),
+        ("bandwidth limit", f"{result['roofline_tokens_per_s']} tok/s"),
+        ("raw loop / limit", f"{result['roofline_fraction']:.1%}"),
+    ]
+    if "hf_generate_tokens_per_s" in result:
+        rows.append(
+            (
+                "transformers generate",
+                f"{result['hf_generate_tokens_per_s']} tok/s (raw is {result['raw_vs_hf']}x)",
+            )
+        )
+    for row in rows:
+        table.add_row(*row)
+    Console(width=110).print(table)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orin-unlearn bench decode", description=__doc__)
+    parser.add_argument("--model", required=True, help="ONNX stage folder (model.onnx, config, tokenizer)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=64, help="decode steps per run")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hf", help="Hugging Face checkpoint of the same weights, to time generate")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.model, args.threads, args.tokens, args.repeats, args.hf)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(result)
+    print(json.dumps(result))
+    return 0
