@@ -71,6 +71,33 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return longest
 
 
+class Detokenizer:
+    """Incremental decoding: each token costs two decodes of a few tokens, not of the whole reply.
+
+    Text is released only once it no longer ends in a partial UTF-8 sequence (byte-level BPE
+    splits multi-byte characters across tokens).
+    """
+
+    def __init__(self, tokenizer: ChatTokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+        self._prefix = 0  # tokens before this are settled text
+        self._read = 0  # tokens before this are in self.text
+
+    def add(self, token: int) -> str:
+        """Append one token; return the text it completes ("" while a character is unfinished)."""
+        self.tokens.append(token)
+        settled = self.tokenizer.decode(self.tokens[self._prefix : self._read])
+        current = self.tokenizer.decode(self.tokens[self._prefix :])
+        if len(current) <= len(settled) or current.endswith(REPLACEMENT):
+            return ""
+        delta = current[len(settled) :]
+        self._prefix, self._read = self._read, len(self.tokens)
+        self.text += delta
+        return delta
+
+
 class Generator:
     """Chat generation over a `Backend` (one request at a time; the server serialises them)."""
 
@@ -127,27 +154,32 @@ class Generator:
     ) -> Iterator[str | Completion]:
         timer = self.recorder.start(len(ids))
         rng = np.random.default_rng(params.seed)
-        stop_ids = set(self.tokenizer.stop_token_ids)
+        stop_ids = set() if params.ignore_eos else set(self.tokenizer.stop_token_ids)
         limit = min(params.max_new_tokens, self.backend.max_context - len(ids))
-        tokens: list[int] = []
+        detok = Detokenizer(self.tokenizer)
+        tokens = detok.tokens
         emitted, text, finish = "", "", "length"
+        longest_stop = max((len(x) for x in params.stop), default=0)
         logits = self.backend.prefill(ids)
         while len(tokens) < limit:
             if cancelled():
                 finish = "cancelled"
                 break
-            token = choose(logits, params, rng, ids + tokens)
+            previous = ids + tokens if params.repetition_penalty != 1.0 else ()
+            token = choose(logits, params, rng, previous)
             timer.token()
             if token in stop_ids:
                 finish = "stop"
                 break
-            tokens.append(token)
-            text = self.tokenizer.decode(tokens)
-            hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
-            if hits:
-                text, finish = text[: min(hits)], "stop"
-                break
-            safe = text[: len(text) - _held_back(text, params.stop)].rstrip(REPLACEMENT)
+            delta = detok.add(token)
+            text = detok.text
+            if delta and params.stop:
+                start = max(0, len(text) - len(delta) - longest_stop)
+                hits = [i for i in (text.find(x, start) for x in params.stop) if i >= 0]
+                if hits:
+                    text, finish = text[: min(hits)], "stop"
+                    break
+            safe = text[: len(text) - _held_back(text, params.stop)] if params.stop else text
             if len(safe) > len(emitted):
                 yield safe[len(emitted) :]
                 emitted = safe

@@ -24,6 +24,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    ignore_eos: bool = False  # keep going past end-of-turn tokens (benchmarks: fixed lengths)
 
     def __post_init__(self) -> None:
         checks = {

@@ -16,28 +16,46 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from orin_unlearn.export import onnx_graph
 
 BITS = (4, 8)
 DEFAULT_BLOCK = 32
+# MatMulNBits' compute type: None/0 dequantises to fp32; 4 multiplies in int8 (activations
+# quantised per block), the fast path of onnxruntime's CPU kernels.
+ACCURACY_LEVELS = (None, 0, 1, 2, 3, 4)
+DEFAULT_ACCURACY = 4
 
 
-def _config(bits: int, block_size: int):
+def _config(bits: int, block_size: int, accuracy_level: int | None = None):
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig
 
     if bits not in BITS:
         raise ValueError(f"bits must be one of {BITS}, got {bits}")
     if block_size < 16 or block_size & (block_size - 1):
         raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
-    return DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=bits)
+    if accuracy_level not in ACCURACY_LEVELS:
+        raise ValueError(f"accuracy_level must be one of {ACCURACY_LEVELS}, got {accuracy_level}")
+    return DefaultWeightOnlyQuantConfig(
+        block_size=block_size, is_symmetric=False, bits=bits, accuracy_level=accuracy_level
+    )
 
 
-def quantize_graph(source: str | Path, dest: str | Path, bits: int, block_size: int = DEFAULT_BLOCK) -> dict:
+def quantize_graph(
+    source: str | Path,
+    dest: str | Path,
+    bits: int,
+    block_size: int = DEFAULT_BLOCK,
+    accuracy_level: int | None = DEFAULT_ACCURACY,
+) -> dict:
     """Replace every MatMul with a constant weight by MatMulNBits; write `dest` (external data when big)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), algo_config=_config(bits, block_size))
+    config = _config(bits, block_size, accuracy_level)
+    model = onnx.load(str(source))
+    folded = fold_weight_transposes(model)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
     quantizer.process()
     model = quantizer.model.model
     external = onnx_graph.save(model, dest)
@@ -45,11 +63,33 @@ def quantize_graph(source: str | Path, dest: str | Path, bits: int, block_size: 
     return {
         "bits": bits,
         "block_size": block_size,
+        "accuracy_level": accuracy_level,
+        "folded_transposes": folded,
         "quantized_matmuls": quantized,
         "external_data": external,
         "bytes": onnx_graph.weight_bytes(model),
         "custom_ops": onnx_graph.custom_ops(model),
     }
+
+
+def fold_weight_transposes(model: onnx.ModelProto) -> int:
+    """Replace each Transpose of a weight by the transposed weight itself.
+
+    A tied LM head is exported as MatMul(hidden, Transpose(embedding)); the quantiser only takes
+    MatMuls with a constant weight, and would leave the biggest matrix of the model in fp32.
+    Returns the number of transposes folded.
+    """
+    weights = {init.name: init for init in model.graph.initializer}
+    folded = 0
+    for node in list(model.graph.node):
+        if node.op_type != "Transpose" or node.input[0] not in weights:
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        array = numpy_helper.to_array(weights[node.input[0]])
+        model.graph.initializer.append(numpy_helper.from_array(np.transpose(array, perm), node.output[0]))
+        model.graph.node.remove(node)
+        folded += 1
+    return folded
 
 
 def roundtrip(weight: np.ndarray, bits: int, block_size: int = DEFAULT_BLOCK) -> np.ndarray:

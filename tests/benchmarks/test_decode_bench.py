@@ -27,6 +27,15 @@ def test_weight_bytes_exclude_gathered_tables(tmp_path):
     )
     onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
     assert decode_bench.weight_bytes_per_token(tmp_path / "model.onnx") == 16_000
+    # a node nobody reads from is dead: it reads nothing per token
+    graph.node.append(helper.make_node("Transpose", ["embed"], ["embed_t"]))
+    onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
+    assert decode_bench.weight_bytes_per_token(tmp_path / "model.onnx") == 16_000
+    # a tied table that a live LM head also reads (through that Transpose) counts, once
+    graph.node.append(helper.make_node("MatMul", ["h", "embed_t"], ["tied"]))
+    graph.output.append(helper.make_tensor_value_info("tied", TensorProto.FLOAT, [1, 1, 1000]))
+    onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
+    assert decode_bench.weight_bytes_per_token(tmp_path / "model.onnx") == 48_000
 
 
 def test_read_bandwidth_is_plausible():
