@@ -9,8 +9,9 @@ import pytest
 
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat
 from orin_unlearn.edge.formats import read_manifest, sha256_dir
+from orin_unlearn.edge.trt_engine import tensorrt_available
 from orin_unlearn.export import pipeline
-from orin_unlearn.export.trt_build import EXIT_NO_TENSORRT, tensorrt_available
+from orin_unlearn.export.trt_build import EXIT_NO_TENSORRT
 
 pytestmark = pytest.mark.slow
 EVAL = 60  # held-out neighbour / retain prompts per set (all 34 forget prompts are always used)

@@ -7,13 +7,8 @@ import pytest
 
 from orin_unlearn.edge.engine_manifest import DeviceInfo, stamp
 from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
-from orin_unlearn.export.trt_build import (
-    TensorRTUnavailableError,
-    build_engine,
-    load_engine,
-    main,
-    tensorrt_available,
-)
+from orin_unlearn.edge.trt_engine import TensorRTUnavailableError, load_engine, tensorrt_available
+from orin_unlearn.export.trt_build import build_engine, main
 from orin_unlearn.export.trt_profiles import DecoderShape, decoder_profiles
 
 CONFIG = {
