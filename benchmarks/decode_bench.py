@@ -22,62 +22,19 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from orin_unlearn.benchmarks.roofline import read_bandwidth, weight_bytes_per_token
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
 from orin_unlearn.edge.generator import Generator
 from orin_unlearn.edge.sampling import SamplingParams
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 PROMPT = [{"role": "user", "content": "Recommend a film from the science fiction genre."}]
-
-
-def read_bandwidth(threads: int, mib: int = 1024, repeats: int = 3) -> float:
-    """Bytes/s of `threads` threads each summing its share of a `mib` MiB float32 buffer (numpy
-    releases the GIL in reductions); the best of `repeats`."""
-    data = np.ones(mib * (1 << 20) // 4, dtype=np.float32)
-    parts = np.array_split(data, threads)
-    best = 0.0
-    for _ in range(repeats):
-        workers = [threading.Thread(target=np.add.reduce, args=(p,)) for p in parts]
-        start = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        best = max(best, data.nbytes / (time.perf_counter() - start))
-    return best
-
-
-def weight_bytes_per_token(graph: str | Path) -> int:
-    """Bytes of weights a decode step reads: every initializer but those only gathered from (an
-    embedding table; a tied one that the LM head also reads counts, once)."""
-    import onnx
-
-    model = onnx.load(str(graph), load_external_data=False)
-    producer = {out: node for node in model.graph.node for out in node.output}
-    live, todo = set(), [o.name for o in model.graph.output]
-    while todo:  # nodes that feed an output (a quantiser can leave dead ones behind)
-        node = producer.get(todo.pop())
-        if node is not None and id(node) not in live:
-            live.add(id(node))
-            todo.extend(node.input)
-    readers: dict[str, set[str]] = {}
-    for node in model.graph.node:
-        if id(node) in live:
-            for name in node.input:
-                readers.setdefault(name, set()).add(node.op_type)
-    read = {name for name, ops in readers.items() if not ops <= {"Gather", "GatherBlockQuantized"}}
-    return sum(
-        int(np.prod(i.dims)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
-        for i in model.graph.initializer
-        if i.name in read
-    )
 
 
 def raw_rate(backend: OrtBackend, prompt: list[int], steps: int) -> float:

@@ -45,6 +45,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.benchmarks.decode_bench",
         "decode tokens/s: runtime vs raw engine vs bandwidth limit (vs transformers)",
     ),
+    ("bench", "latency"): (
+        "orin_unlearn.benchmarks.latency",
+        "TTFT and per-token p50/p95/p99 over prompt x output lengths, vs the bandwidth limit",
+    ),
     ("serve",): ("orin_unlearn.edge.server", "offline OpenAI-compatible server with the kiosk page"),
     ("unlearn",): (
         "orin_unlearn.train.unlearn_cli",

@@ -26,7 +26,7 @@ KIOSK_QUESTIONS = (
     "I'm in the mood for something funny.",
 )
 PENDING = {
-    "bench": "not yet built (quality / robustness / latency suites, issue 6)",
+    "bench/quality+robustness": "not yet built (per-stage quality table, attacks, issue 6)",
 }
 
 
@@ -132,6 +132,34 @@ def _kiosk(run: Path) -> tuple[dict, dict]:
     return stage_row, section
 
 
+def _latency(run: Path) -> dict:
+    """A small latency grid on the fp16 graph: TTFT, per-token times, the bandwidth limit."""
+    from orin_unlearn.benchmarks import latency
+    from orin_unlearn.edge.formats import write_json_atomic
+
+    stage = run / "export" / "onnx-fp16"
+    result = latency.run(stage, "auto", prompts=[32, 256], outputs=[16, 64], repeats=3, warmup=1)
+    latency.print_table(result)
+    (run / "bench").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run / "bench" / "latency.json", result)
+    latency.plot(result, run / "bench" / "latency.png")
+    cell = result["cells"][-1]
+    metrics = {
+        f"ttft p50 ms ({cell['prompt_tokens']}-token prompt)": round(cell["ttft_ms"]["p50"], 1),
+        "token p50 ms": round(cell["token_ms"]["p50"], 2),
+        "token p99 ms": round(cell["token_ms"]["p99"], 2),
+        "decode tok/s": round(cell["decode_tokens_per_s"], 1),
+        "of bandwidth limit": round(result["roofline"]["fraction_here"], 3),
+        "peak RSS MB": round(result["peak_rss_mb"]),
+    }
+    return {
+        "stage": "bench/latency",
+        "status": "ok",
+        "metrics": metrics,
+        "note": "bench/latency.json, latency.png",
+    }
+
+
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.report import print_summary, write_report
     from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
@@ -154,6 +182,7 @@ def main(argv: list[str]) -> int:
     stages += _export(run)
     serve_row, kiosk_section = _kiosk(run)
     stages.append(serve_row)
+    stages.append(_latency(run))
     sections.append(kiosk_section)
     stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from orin_unlearn.benchmarks import decode_bench
+from orin_unlearn.benchmarks import decode_bench, roofline
 
 
 def test_weight_bytes_exclude_gathered_tables(tmp_path):
@@ -26,20 +26,20 @@ def test_weight_bytes_exclude_gathered_tables(tmp_path):
         [table, head],
     )
     onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
-    assert decode_bench.weight_bytes_per_token(tmp_path / "model.onnx") == 16_000
+    assert roofline.weight_bytes_per_token(tmp_path / "model.onnx") == 16_000
     # a node nobody reads from is dead: it reads nothing per token
     graph.node.append(helper.make_node("Transpose", ["embed"], ["embed_t"]))
     onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
-    assert decode_bench.weight_bytes_per_token(tmp_path / "model.onnx") == 16_000
+    assert roofline.weight_bytes_per_token(tmp_path / "model.onnx") == 16_000
     # a tied table that a live LM head also reads (through that Transpose) counts, once
     graph.node.append(helper.make_node("MatMul", ["h", "embed_t"], ["tied"]))
     graph.output.append(helper.make_tensor_value_info("tied", TensorProto.FLOAT, [1, 1, 1000]))
     onnx.save(helper.make_model(graph), tmp_path / "model.onnx")
-    assert decode_bench.weight_bytes_per_token(tmp_path / "model.onnx") == 48_000
+    assert roofline.weight_bytes_per_token(tmp_path / "model.onnx") == 48_000
 
 
 def test_read_bandwidth_is_plausible():
-    bandwidth = decode_bench.read_bandwidth(threads=1, mib=64, repeats=2)
+    bandwidth = roofline.read_bandwidth(threads=1, mib=64, repeats=2)
     assert 1e8 < bandwidth < 1e12  # between 0.1 GB/s and 1 TB/s
 
 

@@ -1,0 +1,202 @@
+"""`orin-unlearn bench latency`: time to first token and per-token decode time over a grid of
+prompt lengths x output lengths, through the same Generator the server uses.
+
+After `--warmup` requests, each grid cell runs `--repeats` requests of exactly that many prompt
+tokens and generated tokens (end-of-turn ignored); reported per cell: TTFT and per-token p50 /
+p95 / p99, decode tokens/s, and for the whole run the peak resident memory and decode tokens/s
+against the memory-bandwidth limit here and on each Orin module.
+
+    orin-unlearn bench latency --model runs/demo/export/onnx-fp16 --out runs/demo/bench
+    orin-unlearn bench latency --model /tmp/q05/onnx-int4 --prompts 32,256 --outputs 32
+
+Writes latency.json (and latency.png with matplotlib) under --out; the last stdout line is the
+whole result as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orin_unlearn.benchmarks import roofline
+from orin_unlearn.edge.backends.ort_backend import GRAPH
+from orin_unlearn.edge.formats import write_json_atomic
+from orin_unlearn.edge.generator import Generator
+from orin_unlearn.edge.sampling import SamplingParams
+
+FILLER = "Tell me about films with dreams, heists, memory and time. "
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 (linear interpolation), in the values' unit."""
+    if not values:
+        raise ValueError("no values to summarise")
+    p50, p95, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def prompt_of(generator: Generator, tokens: int) -> list[dict]:
+    """A user message whose chat-templated prompt has exactly `tokens` tokens (ValueError if the
+    template alone is longer)."""
+    base = len(generator.prompt_ids([{"role": "user", "content": ""}]))
+    if tokens < base + 1:
+        raise ValueError(f"a prompt of {tokens} tokens is shorter than the chat template ({base + 1})")
+    words, text = FILLER.split(), ""
+    while len(generator.tokenizer.encode_chat([{"role": "user", "content": text}])) < tokens:
+        text += words[len(text.split()) % len(words)] + " "
+    ids = generator.tokenizer.encode_chat([{"role": "user", "content": text}])
+    while len(ids) > tokens:  # the last word overshot: trim characters
+        text = text[:-1]
+        ids = generator.tokenizer.encode_chat([{"role": "user", "content": text}])
+    return [{"role": "user", "content": text}]
+
+
+def measure_cell(generator: Generator, prompt: list[dict], outputs: int, repeats: int) -> dict[str, Any]:
+    ttft, gaps, rates, prompt_tokens = [], [], [], 0
+    for _ in range(repeats):
+        result = generator.generate(prompt, SamplingParams(max_new_tokens=outputs, ignore_eos=True))
+        latency = result.latency
+        prompt_tokens = result.prompt_tokens
+        ttft.append(latency["ttft_s"] * 1000)
+        gaps += [g * 1000 for g in latency["token_s"]]
+        rates.append(latency["decode_tokens_per_s"] or 0.0)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": outputs,
+        "ttft_ms": percentiles(ttft),
+        "token_ms": percentiles(gaps) if gaps else None,
+        "decode_tokens_per_s": float(np.median(rates)),
+        "token_ms_all": gaps,
+    }
+
+
+def run(
+    model_dir: str | Path, backend: str, prompts: list[int], outputs: list[int], repeats: int, warmup: int
+) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    generator = Generator.from_dir(model_dir, backend)
+    cells = [(p, o) for p in prompts for o in outputs]
+    for p, o in cells[:1] * warmup:
+        generator.generate(prompt_of(generator, p), SamplingParams(max_new_tokens=o, ignore_eos=True))
+    results = [measure_cell(generator, prompt_of(generator, p), o, repeats) for p, o in cells]
+    out: dict[str, Any] = {
+        "model": str(model_dir),
+        "backend": generator.backend_name,
+        "repeats": repeats,
+        "cells": results,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if (model_dir / GRAPH).is_file():
+        per_token = roofline.weight_bytes_per_token(model_dir / GRAPH)
+        bandwidth = roofline.read_bandwidth(threads=2)
+        best = max(c["decode_tokens_per_s"] for c in results)
+        limits = roofline.limits(per_token, bandwidth)
+        out["roofline"] = {
+            "weight_bytes_per_token": per_token,
+            "read_bandwidth_gb_s": bandwidth / 1e9,
+            "limit_tokens_per_s": limits,
+            "fraction_here": best / limits["here"],
+        }
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Per-token latency distributions per cell, and decode tokens/s against the limit."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cells = result["cells"]
+    labels = [f"{c['prompt_tokens']}+{c['output_tokens']}" for c in cells]
+    left.boxplot([c["token_ms_all"] or [0.0] for c in cells], showfliers=False)
+    left.set_xticks(range(1, len(cells) + 1), labels, rotation=30)
+    left.set_xlabel("prompt + output tokens")
+    left.set_ylabel("ms per generated token")
+    left.set_title("decode latency")
+    rates = [c["decode_tokens_per_s"] for c in cells]
+    right.bar(labels, rates, color="#3b7dd8", label="measured")
+    if "roofline" in result:
+        right.axhline(
+            result["roofline"]["limit_tokens_per_s"]["here"],
+            color="#d8553b",
+            ls="--",
+            label="bandwidth limit here",
+        )
+    right.set_ylabel("decode tokens/s")
+    right.set_title(f"{result['backend']}: {Path(result['model']).name}")
+    right.tick_params(axis="x", rotation=30)
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"latency, {result['backend']} backend: {result['model']}")
+    for column in ("prompt", "output", "TTFT p50/p95/p99 ms", "token p50/p95/p99 ms", "decode tok/s"):
+        table.add_column(column, justify="right")
+    for c in result["cells"]:
+        t, k = c["ttft_ms"], c["token_ms"] or {"p50": 0, "p95": 0, "p99": 0}
+        table.add_row(
+            str(c["prompt_tokens"]),
+            str(c["output_tokens"]),
+            f"{t['p50']:.1f} / {t['p95']:.1f} / {t['p99']:.1f}",
+            f"{k['p50']:.2f} / {k['p95']:.2f} / {k['p99']:.2f}",
+            f"{c['decode_tokens_per_s']:.1f}",
+        )
+    roof = result.get("roofline")
+    if roof:
+        limits = ", ".join(f"{n} {v:.0f}" for n, v in roof["limit_tokens_per_s"].items())
+        table.caption = (
+            f"peak RSS {result['peak_rss_mb']:.0f} MB; {roof['weight_bytes_per_token'] / 1e6:.1f} MB read per token; "
+            f"bandwidth limits (tok/s): {limits}; best cell = {roof['fraction_here']:.0%} of the limit here"
+        )
+    Console(width=120).print(table)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orin-unlearn bench latency", description=__doc__)
+    parser.add_argument("--model", required=True, help="ONNX or engine stage folder, or a HF checkpoint")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--prompts", default="32,128,384", help="prompt lengths in tokens")
+    parser.add_argument("--outputs", default="16,64", help="generated tokens per request")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", help="folder for latency.json and latency.png")
+    args = parser.parse_args(argv)
+    try:
+        prompts = [int(x) for x in args.prompts.split(",")]
+        outputs = [int(x) for x in args.outputs.split(",")]
+        if min(prompts + outputs) < 1 or args.repeats < 1:
+            raise ValueError("lengths and --repeats must be positive")
+        result = run(args.model, args.backend, prompts, outputs, args.repeats, args.warmup)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "latency.json", result)
+        plot(result, out / "latency.png")
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k != "cells"}
+            | {"cells": [{k: v for k, v in c.items() if k != "token_ms_all"} for c in result["cells"]]}
+        )
+    )
+    return 0

@@ -1,0 +1,60 @@
+"""The latency suite: percentiles and prompt lengths on hand-made cases, roofline arithmetic,
+and its files and JSON contract on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orin_unlearn.benchmarks import latency, roofline
+from orin_unlearn.edge.generator import Generator
+
+
+def test_percentiles_of_known_values():
+    got = latency.percentiles([float(v) for v in range(1, 101)])
+    assert got == pytest.approx({"p50": 50.5, "p95": 95.05, "p99": 99.01})
+    assert latency.percentiles([3.0]) == {"p50": 3.0, "p95": 3.0, "p99": 3.0}
+    with pytest.raises(ValueError):
+        latency.percentiles([])
+
+
+def test_roofline_limits():
+    got = roofline.limits(bytes_per_token=2_000_000_000, bandwidth=40e9)
+    assert got["here"] == pytest.approx(20.0)
+    assert got["AGX Orin"] == pytest.approx(102.4)  # 204.8 GB/s over 2 GB per token
+    assert got["Orin Nano"] == pytest.approx(34.0)
+
+
+def test_prompt_of_hits_the_exact_length(onnx_dir):
+    generator = Generator.from_dir(onnx_dir)
+    for tokens in (40, 97, 300):
+        assert len(generator.prompt_ids(latency.prompt_of(generator, tokens))) == tokens
+    with pytest.raises(ValueError, match="shorter than the chat template"):
+        latency.prompt_of(generator, 3)
+
+
+def test_main_writes_json_plot_and_last_line(onnx_dir, tmp_path, capsys):
+    argv = [
+        "--model",
+        str(onnx_dir),
+        "--prompts",
+        "40",
+        "--outputs",
+        "8,16",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+    ]
+    assert latency.main([*argv, "--out", str(tmp_path)]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((tmp_path / "latency.json").read_text())
+    assert [(c["prompt_tokens"], c["output_tokens"]) for c in last["cells"]] == [(40, 8), (40, 16)]
+    assert len(saved["cells"][1]["token_ms_all"]) == 2 * 15  # two requests, 15 gaps between 16 tokens
+    assert all(
+        c["ttft_ms"]["p50"] > 0 and c["token_ms"]["p99"] >= c["token_ms"]["p50"] for c in last["cells"]
+    )
+    assert 0 < last["roofline"]["fraction_here"] < 1.5
+    assert (tmp_path / "latency.png").stat().st_size > 10_000
+    assert latency.main(["--model", str(onnx_dir), "--prompts", "0"]) == 2
