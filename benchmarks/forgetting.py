@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from orin_unlearn.benchmarks.quality import AnswerFn, is_correct
@@ -115,5 +116,19 @@ def metric(result: dict, path: tuple[str, str]) -> float | None:
     return result.get(path[0], {}).get(path[1])
 
 
+def deviation_score(leak: float, retain: float) -> float:
+    """LUNAR's Deviation Score, 100 * sqrt(forget^2 + (1 - retain)^2), lower is better: the
+    distance from the ideal (nothing leaked, everything retained). forget is the leak rate."""
+    for name, value in (("leak", leak), ("retain", retain)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a rate in [0, 1], got {value}")
+    return 100.0 * math.hypot(leak, 1.0 - retain)
+
+
 def headline(result: dict) -> dict[str, float | None]:
-    return {label: metric(result, path) for label, path in HEADLINE}
+    """The HEADLINE numbers, plus the Deviation Score when leak and retain were both measured."""
+    out = {label: metric(result, path) for label, path in HEADLINE}
+    leak, retain = metric(result, ("forget", "leak")), metric(result, ("retain", "accuracy"))
+    if leak is not None and retain is not None:
+        out["deviation score"] = deviation_score(leak, retain)
+    return out

@@ -67,3 +67,23 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     for row in stage_rows(summary):
         table.add_row(*row)
     (console or Console()).print(table)
+
+
+def main(argv: list[str]) -> int:
+    """`orin-unlearn report RUN_DIR`: rebuild report.md from the run's saved report.json."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="orin-unlearn report", description=main.__doc__)
+    parser.add_argument("run", help="run directory holding report.json")
+    args = parser.parse_args(argv)
+    source = Path(args.run) / "report.json"
+    if not source.is_file():
+        print(f"error: {source} does not exist (run `orin-unlearn demo` first)", file=sys.stderr)
+        return 2
+    summary = json.loads(source.read_text(encoding="utf-8"))
+    md, _ = write_report(args.run, summary)
+    print_summary(summary)
+    print(f"report: {md}")
+    return 0

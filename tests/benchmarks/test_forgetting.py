@@ -63,3 +63,17 @@ def test_forget_metrics_rates(catalogue, concept):
     assert m["leak"] == pytest.approx(1 / 3)
     assert m["forget_response"] == pytest.approx(2 / 3)
     assert m["substitute_n"] == 1 and m["substitute_valid"] == 1.0
+
+
+def test_deviation_score_on_hand_made_cases():
+    from orin_unlearn.benchmarks.forgetting import deviation_score, headline
+
+    assert deviation_score(0.0, 1.0) == 0.0  # the ideal
+    assert deviation_score(1.0, 0.0) == pytest.approx(100 * 2**0.5)  # the worst
+    assert deviation_score(0.3, 0.6) == pytest.approx(50.0)  # 3-4-5
+    assert deviation_score(0.0, 0.9) < deviation_score(0.05, 0.9)  # leaking more is worse
+    with pytest.raises(ValueError, match="leak"):
+        deviation_score(1.5, 0.9)
+    row = headline({"forget": {"leak": 0.3}, "retain": {"accuracy": 0.6}})
+    assert row["deviation score"] == pytest.approx(50.0)
+    assert "deviation score" not in headline({"forget": {"leak": 0.3}})
