@@ -49,6 +49,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.benchmarks.latency",
         "TTFT and per-token p50/p95/p99 over prompt x output lengths, vs the bandwidth limit",
     ),
+    ("bench", "robustness"): (
+        "orin_unlearn.benchmarks.robustness",
+        "leak rate of base vs unlearned under prefill / jailbreak / multi-turn / plot attacks",
+    ),
     ("report",): ("orin_unlearn.benchmarks.report", "rebuild a run's report.md from its report.json"),
     ("serve",): ("orin_unlearn.edge.server", "offline OpenAI-compatible server with the kiosk page"),
     ("unlearn",): (

@@ -26,7 +26,7 @@ KIOSK_QUESTIONS = (
     "I'm in the mood for something funny.",
 )
 PENDING = {
-    "bench/quality+robustness": "not yet built (per-stage quality table, attacks, issue 6)",
+    "bench/quality": "not yet built (per-stage quality table with perplexity and KL, issue 6)",
 }
 
 
@@ -160,6 +160,35 @@ def _latency(run: Path) -> dict:
     }
 
 
+def _robustness(run: Path, concept: str) -> tuple[dict, dict]:
+    """Leak rates of the base (torch) and the shipped fp16 graph under the prompt attacks."""
+    from orin_unlearn.benchmarks import robustness
+    from orin_unlearn.benchmarks.world import tiny_base_dir
+    from orin_unlearn.edge.backends.ort_backend import OrtChat
+    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.formats import write_json_atomic
+
+    models = {
+        "base": TorchChat.from_dir(tiny_base_dir()),
+        "unlearned fp16": OrtChat.from_dir(run / "export" / "onnx-fp16"),
+    }
+    result = robustness.run(models, concept)
+    robustness.print_table(result)
+    write_json_atomic(run / "bench" / "robustness.json", result)
+    metrics = {f"{name} leak": r["unlearned fp16"]["leak"] for name, r in result["attacks"].items()}
+    row = {
+        "stage": "bench/robustness",
+        "status": "ok",
+        "metrics": metrics,
+        "note": "unlearned fp16 graph; base in bench/robustness.json",
+    }
+    section = {
+        "title": "Robustness: leak rate under attack (held-out forget prompts)",
+        "body": robustness.markdown(result),
+    }
+    return row, section
+
+
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.report import print_summary, write_report
     from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
@@ -183,6 +212,9 @@ def main(argv: list[str]) -> int:
     serve_row, kiosk_section = _kiosk(run)
     stages.append(serve_row)
     stages.append(_latency(run))
+    robust_row, robust_section = _robustness(run, args.concept)
+    stages.append(robust_row)
+    sections.append(robust_section)
     sections.append(kiosk_section)
     stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {

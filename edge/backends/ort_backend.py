@@ -140,10 +140,19 @@ class OrtChat:
         return cls(OrtDecoder(graph_dir / GRAPH, providers), ChatTokenizer(graph_dir))
 
     def answer_batch(
-        self, conversations: list[list[dict]], max_new_tokens: int = 40, batch_size: int = 64
+        self,
+        conversations: list[list[dict]],
+        max_new_tokens: int = 40,
+        batch_size: int = 64,
+        prefixes: list[str] | None = None,
     ) -> list[str]:
-        """Greedy reply to each conversation (order kept); prompts of similar length share a batch."""
-        encoded = [self.tokenizer.encode_chat(list(c)) for c in conversations]
+        """Greedy reply to each conversation (order kept); prompts of similar length share a batch.
+        A prefix pre-fills the assistant turn (the reply then starts with it)."""
+        prefixes = prefixes or [""] * len(conversations)
+        encoded = [
+            self.tokenizer.encode_chat(list(c)) + (self.tokenizer.encode(x) if x else [])
+            for c, x in zip(conversations, prefixes, strict=True)
+        ]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         replies = [""] * len(encoded)
         tok = self.tokenizer
@@ -153,7 +162,7 @@ class OrtChat:
                 [encoded[i] for i in idx], max_new_tokens, tok.stop_token_ids, tok.pad_token_id
             )
             for i, t in zip(idx, tokens, strict=True):
-                replies[i] = tok.decode(t).strip()
+                replies[i] = (prefixes[i] + tok.decode(t)).strip()
         return replies
 
 

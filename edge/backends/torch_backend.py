@@ -29,12 +29,21 @@ class TorchChat:
         return cls(model, ChatTokenizer(model_dir), device)
 
     def answer_batch(
-        self, conversations: list[list[dict]], max_new_tokens: int = 40, batch_size: int = 64
+        self,
+        conversations: list[list[dict]],
+        max_new_tokens: int = 40,
+        batch_size: int = 64,
+        prefixes: list[str] | None = None,
     ) -> list[str]:
-        """Greedy reply to each conversation (order kept). Batches are left-padded."""
+        """Greedy reply to each conversation (order kept). Batches are left-padded. A prefix
+        pre-fills the assistant turn (the reply then starts with it)."""
         import torch
 
-        encoded = [self.tokenizer.encode_chat(list(c)) for c in conversations]
+        prefixes = prefixes or [""] * len(conversations)
+        encoded = [
+            self.tokenizer.encode_chat(list(c)) + (self.tokenizer.encode(x) if x else [])
+            for c, x in zip(conversations, prefixes, strict=True)
+        ]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(encoded)
         pad = self.tokenizer.pad_token_id
@@ -56,7 +65,7 @@ class TorchChat:
                     pad_token_id=pad,
                 )
             for row, i in enumerate(idx):
-                replies[i] = self.tokenizer.decode(out[row, width:].tolist()).strip()
+                replies[i] = (prefixes[i] + self.tokenizer.decode(out[row, width:].tolist())).strip()
         return replies
 
 
