@@ -53,6 +53,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.benchmarks.robustness",
         "leak rate of base vs unlearned under prefill / jailbreak / multi-turn / plot attacks",
     ),
+    ("bundle",): ("orin_unlearn.edge.bundle", "pack a run's stages for the Jetson / unpack them verified"),
     ("report",): ("orin_unlearn.benchmarks.report", "rebuild a run's report.md from its report.json"),
     ("serve",): ("orin_unlearn.edge.server", "offline OpenAI-compatible server with the kiosk page"),
     ("unlearn",): (

@@ -34,6 +34,11 @@ MODULES = [
     "orin_unlearn.edge.backends",
     "orin_unlearn.edge.backends.ort_backend",
     "orin_unlearn.edge.backends.trt_backend",
+    "orin_unlearn.edge.bundle",
+    "orin_unlearn.benchmarks.latency",
+    "orin_unlearn.benchmarks.robustness",
+    "orin_unlearn.benchmarks.decode_bench",
+    "orin_unlearn.benchmarks.roofline",
 ]
 
 
