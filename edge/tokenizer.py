@@ -58,5 +58,15 @@ class ChatTokenizer:
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
         return self.encode(self.render(messages, add_generation_prompt))
 
+    def encode_prompts(
+        self, conversations: list[list[dict]], prefixes: list[str] | None = None
+    ) -> list[list[int]]:
+        """Each chat's prompt ids, with an optional pre-filled start of the assistant turn."""
+        prefixes = prefixes or [""] * len(conversations)
+        return [
+            self.encode_chat(list(c)) + (self.encode(p) if p else [])
+            for c, p in zip(conversations, prefixes, strict=True)
+        ]
+
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)

@@ -82,13 +82,14 @@ class Evaluation:
         return metrics, replies
 
 
-def reference_evaluation(base_dir: Path, adapter_dirs: list[Path], max_prompts: int | None) -> Evaluation:
-    """Measure the adapter model itself (PEFT adapters active, fp32) on its held-out prompts."""
+def reference_evaluation(
+    model: Any, base_dir: Path, adapter_dirs: list[Path], max_prompts: int | None
+) -> Evaluation:
+    """Measure the adapter model itself (`model`: PEFT adapters active, fp32) on its held-out prompts."""
     config = read_manifest(adapter_dirs[-1])["config"]
     catalogue = load_catalogue()
     splits = split_prompts(build_prompts(catalogue), catalogue, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
-    model = adapters.load_unlearned(base_dir, adapter_dirs, mode="stack")
     evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"], [], {})
     evaluation.metrics, evaluation.replies = evaluation.measure(TorchChat(model, ChatTokenizer(base_dir)))
     return evaluation
@@ -124,10 +125,7 @@ def build_variant(
         raise ManifestError(
             f"{variant} is quantised from the fp32 graph: export fp32 first ({fp32_graph} missing)"
         )
-    facts = quantize.quantize_graph(fp32_graph, tmp / GRAPH, bits, block_size)
-    for name in ("config.json", "generation_config.json"):
-        if (fp32_graph.parent / name).is_file():
-            (tmp / name).write_bytes((fp32_graph.parent / name).read_bytes())
+    facts = quantize.quantize_stage(fp32_graph.parent, tmp, bits, block_size)
     return facts, quantize.survival(base_state, merged_state, bits, block_size)
 
 
@@ -185,11 +183,14 @@ def export_all(
     out = Path(out)
     base_dir = adapters.resolve_base(base)
     adapter_dirs = [Path(a) for a in adapter_dirs]
-    model = merge.merge_fp32(base_dir, adapter_dirs)
-    base_state = adapters.load_model(base_dir, "float32").state_dict()
+    adapters.check_chain(base_dir, adapter_dirs)
+    base = adapters.load_model(base_dir, "float32")  # read once: reference, merge and survival share it
+    base_state = {name: t.detach().clone() for name, t in base.state_dict().items()}
+    stacked = adapters.apply_adapters(base, adapter_dirs, mode="stack")
     tokenizer = ChatTokenizer(base_dir)
     log.info("measuring the adapter model on its held-out prompts")
-    evaluation = reference_evaluation(base_dir, adapter_dirs, eval_max_prompts)
+    evaluation = reference_evaluation(stacked, base_dir, adapter_dirs, eval_max_prompts)
+    model = stacked.merge_and_unload()  # fp32 merge of every adapter, as merge.merge_fp32 does
     kept = merge.write_merged(model, base_state, base_dir, adapter_dirs, out / "merged", merged_dtype)
     inputs = {
         "base": adapters.base_digest(base_dir)["weights"],

@@ -11,6 +11,7 @@ on onnxruntime (CPU or CUDA), not through TensorRT's ONNX parser.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from orin_unlearn.edge.backends.ort_backend import GRAPH
 from orin_unlearn.export import onnx_graph
+from orin_unlearn.export.onnx_export import CONFIG_FILES
 
 BITS = (4, 8)
 DEFAULT_BLOCK = 32
@@ -70,6 +73,18 @@ def quantize_graph(
         "bytes": onnx_graph.weight_bytes(model),
         "custom_ops": onnx_graph.custom_ops(model),
     }
+
+
+def quantize_stage(
+    source_dir: str | Path, dest_dir: str | Path, bits: int, block_size: int = DEFAULT_BLOCK
+) -> dict:
+    """Quantise `source_dir/model.onnx` into `dest_dir`, with the graph's config files beside it."""
+    source_dir, dest_dir = Path(source_dir), Path(dest_dir)
+    facts = quantize_graph(source_dir / GRAPH, dest_dir / GRAPH, bits, block_size)
+    for name in CONFIG_FILES:
+        if (source_dir / name).is_file():
+            shutil.copy2(source_dir / name, dest_dir / name)
+    return facts
 
 
 def fold_weight_transposes(model: onnx.ModelProto) -> int:

@@ -148,11 +148,8 @@ class OrtChat:
     ) -> list[str]:
         """Greedy reply to each conversation (order kept); prompts of similar length share a batch.
         A prefix pre-fills the assistant turn (the reply then starts with it)."""
+        encoded = self.tokenizer.encode_prompts(conversations, prefixes)
         prefixes = prefixes or [""] * len(conversations)
-        encoded = [
-            self.tokenizer.encode_chat(list(c)) + (self.tokenizer.encode(x) if x else [])
-            for c, x in zip(conversations, prefixes, strict=True)
-        ]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         replies = [""] * len(encoded)
         tok = self.tokenizer

@@ -39,11 +39,8 @@ class TorchChat:
         pre-fills the assistant turn (the reply then starts with it)."""
         import torch
 
+        encoded = self.tokenizer.encode_prompts(conversations, prefixes)
         prefixes = prefixes or [""] * len(conversations)
-        encoded = [
-            self.tokenizer.encode_chat(list(c)) + (self.tokenizer.encode(x) if x else [])
-            for c, x in zip(conversations, prefixes, strict=True)
-        ]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         replies: list[str] = [""] * len(encoded)
         pad = self.tokenizer.pad_token_id
