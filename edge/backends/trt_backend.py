@@ -7,8 +7,12 @@ two pairs of device buffers sized for the engine's maximum context, used ping-po
 its past from buffer n % 2 and writes its present, past + new tokens, into the other), so no
 cache byte crosses to the host. Only the last position's logits are copied back each step.
 
-Nothing here runs without an NVIDIA GPU; the buffer plan and the profile choice are plain Python
-and unit-tested anywhere.
+Before the plan is loaded on a Jetson, `check_memory` compares what serving needs (plan + KV
+buffers + activations + runtime, or the plan twice while it is deserialised) with MemAvailable and
+refuses with MemoryBudgetError; `from_dir(..., memory_check=False)` skips that.
+
+Nothing here runs without an NVIDIA GPU; the buffer plan, the profile choice and the memory check
+are plain Python and unit-tested anywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from orin_unlearn.edge import memory_budget
+from orin_unlearn.edge.engine_manifest import PLAN
+from orin_unlearn.edge.formats import read_manifest
 from orin_unlearn.edge.trt_engine import LoadedEngine, load_engine, require_tensorrt
 
 PREFILL, DECODE = "prefill", "decode"
@@ -45,6 +52,31 @@ class KvPlan:
         if not 0 <= length <= self.max_context:
             raise ValueError(f"KV length {length} outside 0..{self.max_context}")
         return (1, self.kv_heads, length, self.head_dim)
+
+
+def kv_plan(settings: dict) -> KvPlan:
+    """The KV buffer plan of an engine from its manifest's config (the build settings)."""
+    shape = settings["shape"]
+    itemsize = 2  # fp16 KV cache: the engine is built from the fp16 graph
+    return KvPlan(shape["layers"], shape["kv_heads"], shape["head_dim"], shape["max_context"], itemsize)
+
+
+def check_memory(model_dir: str | Path, system_root: str | Path = "/") -> memory_budget.Need | None:
+    """On a Jetson, raise MemoryBudgetError when MemAvailable cannot hold the engine in `model_dir`
+    with its KV buffers; return the estimate. Off a Jetson return None: a discrete GPU's memory is
+    not what /proc/meminfo reports."""
+    from orin_unlearn.edge.preflight import jetson_memory_available
+
+    available = jetson_memory_available(system_root)
+    if available is None:
+        return None
+    folder = Path(model_dir)
+    plan_bytes = (folder / PLAN).stat().st_size
+    kv_bytes = kv_plan(read_manifest(folder)["config"]).total_bytes()
+    need = memory_budget.run_need(plan_bytes, kv_bytes, load_copy_bytes=plan_bytes)
+    escape = "open the backend with memory_check=False"
+    memory_budget.check(need, available, str(folder), escape)
+    return need
 
 
 def ping_pong(step: int) -> tuple[int, int]:
@@ -101,14 +133,13 @@ class TrtBackend:
         self._step = 0
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path) -> TrtBackend:
+    def from_dir(cls, model_dir: str | Path, memory_check: bool = True) -> TrtBackend:
         folder = Path(model_dir)
+        if memory_check:
+            check_memory(folder)
         loaded = load_engine(folder)
         settings = loaded.manifest["config"]
-        shape = settings["shape"]
-        itemsize = 2  # fp16 KV cache: the engine is built from the fp16 graph
-        plan = KvPlan(shape["layers"], shape["kv_heads"], shape["head_dim"], shape["max_context"], itemsize)
-        return cls(loaded, plan, int(settings["max_prompt"]))
+        return cls(loaded, kv_plan(settings), int(settings["max_prompt"]))
 
     def _copy_in(self, name: str, values: np.ndarray) -> None:
         self._cuda.memcpy_htod_async(self.inputs[name], np.ascontiguousarray(values, np.int64), self.stream)

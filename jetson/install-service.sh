@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Install and start the orin-unlearn kiosk service (jetson/orin-unlearn-kiosk.service) on a Jetson.
+#
+#   sudo jetson/install-service.sh [--model DIR] [--venv DIR] [--user NAME] [--port N]
+#                                  [--memory-max SIZE] [--kiosk-user USER] [--dry-run]
+#
+# What it does, in order (--dry-run prints each step and the rendered unit, and changes nothing):
+#   1. renders the unit: service user, venv, --model, --port and MemoryMax from the options;
+#   2. creates the unprivileged system user (home /var/lib/orin-unlearn, no login shell) and adds
+#      it to the video group, which owns the GPU's device nodes on L4T;
+#   3. installs the unit as /etc/systemd/system/orin-unlearn-kiosk.service, reloads systemd,
+#      enables it at boot and (re)starts it;
+#   4. with --kiosk-user USER: installs jetson/kiosk-browser.sh as
+#      /usr/local/bin/orin-unlearn-kiosk-browser and an autostart entry in USER's desktop session,
+#      so the kiosk page opens full screen in Chromium after that user logs in.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+UNIT_NAME=orin-unlearn-kiosk.service
+UNIT_DIR=/etc/systemd/system
+MODEL=/opt/orin-unlearn/engine
+VENV=/opt/orin-unlearn/venv
+SERVICE_USER=orin-unlearn
+PORT=8000
+MEMORY_MAX=80%
+KIOSK_USER=""
+DRY_RUN=0
+
+usage() {
+    sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+die() {
+    echo "install-service.sh: $*" >&2
+    exit 1
+}
+
+# Print a command, then run it unless this is a dry run.
+run() {
+    echo "+ $*"
+    if [ "$DRY_RUN" -eq 0 ]; then
+        "$@"
+    fi
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --model) MODEL="${2:?--model needs a folder}"; shift 2 ;;
+        --venv) VENV="${2:?--venv needs a folder}"; shift 2 ;;
+        --user) SERVICE_USER="${2:?--user needs a name}"; shift 2 ;;
+        --port) PORT="${2:?--port needs a number}"; shift 2 ;;
+        --memory-max) MEMORY_MAX="${2:?--memory-max needs a size such as 6G or 80%}"; shift 2 ;;
+        --kiosk-user) KIOSK_USER="${2:?--kiosk-user needs a login name}"; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; echo "unknown option: $1" >&2; exit 2 ;;
+    esac
+done
+
+case "$PORT" in
+    '' | *[!0-9]*) die "--port must be a number, got '$PORT'" ;;
+esac
+[ -f "$HERE/$UNIT_NAME" ] || die "cannot find $HERE/$UNIT_NAME"
+if [ "$DRY_RUN" -eq 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "run as root (sudo), or pass --dry-run to see what it would do"
+    [ -x "$VENV/bin/orin-unlearn" ] || die "$VENV/bin/orin-unlearn is missing: run jetson/install.sh first"
+    [ -d "$MODEL" ] || die "$MODEL does not exist: unpack a bundle and build the engine first (jetson/README.md)"
+fi
+
+echo "# 1. the unit, rendered"
+RENDERED="$(sed \
+    -e "s|^User=.*|User=$SERVICE_USER|" \
+    -e "s|^Group=.*|Group=$SERVICE_USER|" \
+    -e "/^Exec/s|/opt/orin-unlearn/venv|$VENV|g" \
+    -e "/^ExecStart=/s|--model [^ ]*|--model $MODEL|" \
+    -e "/^ExecStart=/s|--port [0-9]*|--port $PORT|" \
+    -e "s|^MemoryMax=.*|MemoryMax=$MEMORY_MAX|" \
+    "$HERE/$UNIT_NAME")"
+echo "$RENDERED"
+
+echo "# 2. the service user"
+if id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    echo "user $SERVICE_USER exists"
+else
+    run useradd --system --user-group --home-dir /var/lib/orin-unlearn --no-create-home \
+        --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+run usermod -a -G video "$SERVICE_USER"
+
+echo "# 3. the unit"
+TMP_UNIT="$(mktemp)"
+trap 'rm -f "$TMP_UNIT"' EXIT
+printf '%s\n' "$RENDERED" >"$TMP_UNIT"
+run install -m 0644 "$TMP_UNIT" "$UNIT_DIR/$UNIT_NAME"
+run systemctl daemon-reload
+run systemctl enable "$UNIT_NAME"
+run systemctl restart "$UNIT_NAME"
+
+if [ -n "$KIOSK_USER" ]; then
+    echo "# 4. the kiosk browser for $KIOSK_USER"
+    HOME_DIR="$(getent passwd "$KIOSK_USER" | cut -d: -f6 || true)"
+    if [ -z "$HOME_DIR" ]; then
+        [ "$DRY_RUN" -eq 1 ] || die "no such user: $KIOSK_USER"
+        HOME_DIR="/home/$KIOSK_USER"
+    fi
+    TMP_DESKTOP="$(mktemp)"
+    trap 'rm -f "$TMP_UNIT" "$TMP_DESKTOP"' EXIT
+    sed "s|http://127.0.0.1:8000/|http://127.0.0.1:$PORT/|" "$HERE/kiosk-browser.desktop" >"$TMP_DESKTOP"
+    run install -m 0755 "$HERE/kiosk-browser.sh" /usr/local/bin/orin-unlearn-kiosk-browser
+    run install -d -o "$KIOSK_USER" -m 0755 "$HOME_DIR/.config" "$HOME_DIR/.config/autostart"
+    run install -o "$KIOSK_USER" -m 0644 "$TMP_DESKTOP" "$HOME_DIR/.config/autostart/orin-unlearn-kiosk.desktop"
+fi
+
+if [ "$DRY_RUN" -eq 1 ]; then
+    echo "dry run: nothing was changed"
+else
+    echo "done: the kiosk answers on http://127.0.0.1:$PORT/ ; logs: journalctl -u ${UNIT_NAME%.service} -f"
+fi
