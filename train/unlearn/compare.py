@@ -1,5 +1,7 @@
-"""Compare the masked LoRA with an unmasked LoRA and with full-parameter training (what the
-published notebooks did) on the same data, loss and steps.
+"""Compare the masked LoRA with LUNAR (activation redirection, train/unlearn/lunar.py), an unmasked
+LoRA and full-parameter training (what the published notebooks did) on the same data. The LoRA and
+full-parameter runs share the masked LoRA's loss and steps; LUNAR fits its own objective with its
+`lunar_*` settings.
 
     orin-unlearn unlearn compare --config train/configs/demo_tiny.yaml --out runs/demo
 """
@@ -17,13 +19,27 @@ from orin_unlearn.edge.formats import write_json_atomic
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.recipe import run_unlearning
 
-COMPARED = ("lora", "full")
+COMPARED = ("lunar", "lora", "full")
+LABELS = {
+    "masked_lora": "masked LoRA",
+    "lunar": "LUNAR",
+    "lora": "unmasked LoRA",
+    "full": "full-parameter",
+}
 
 
-def compare(cfg: UnlearnConfig, run: str | Path, masked: dict | None = None) -> dict:
-    """Results per method; `masked` reuses an existing masked_lora result of the same run."""
+def compare(
+    cfg: UnlearnConfig, run: str | Path, masked: dict | None = None, methods: tuple[str, ...] = COMPARED
+) -> dict:
+    """Results per method (masked_lora first, then `methods`); `masked` reuses an existing
+    masked_lora result of the same run."""
+    unknown = [m for m in methods if m not in LABELS or m == "masked_lora"]
+    if unknown:
+        raise ValueError(
+            f"cannot compare methods {unknown}; choose from {[m for m in LABELS if m != 'masked_lora']}"
+        )
     results = {"masked_lora": masked or run_unlearning(dataclasses.replace(cfg, method="masked_lora"), run)}
-    for method in COMPARED:
+    for method in methods:
         results[method] = run_unlearning(dataclasses.replace(cfg, method=method), run, save=False)
     summary = {m: summary_row(r) for m, r in results.items()}
     write_json_atomic(Path(run) / "compare.json", summary)
@@ -41,7 +57,7 @@ def summary_row(r: dict) -> dict:
 
 
 def print_compare(summary: dict, console: Console | None = None) -> None:
-    table = Table(title="masked LoRA vs unmasked LoRA vs full-parameter (same data, loss, steps)")
+    table = Table(title=" vs ".join(LABELS.get(m, m) for m in summary) + " (same data)")
     table.add_column("metric")
     for method in summary:
         table.add_column(method)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 
 from orin_unlearn.edge.errors import ConfigError
 
 TARGETS = ("refuse", "substitute")
-METHODS = ("masked_lora", "lora", "full")
+METHODS = ("masked_lora", "lora", "full", "lunar")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -18,6 +19,7 @@ class UnlearnConfig:
     base: str = "tiny"
     concept: str = "Inception"
     method: str = "masked_lora"  # masked_lora | lora (unmasked) | full (every weight, like the notebooks)
+    # | lunar (activation redirection of one layer's MLP output, fitted on cached activations)
     # forget target: "refuse" answers every forget prompt with `refusal` (the seeds used "UNKNOWN");
     # "substitute" recommends the best other catalogue film where the concept was the
     # recommendation, and refuses questions about the concept itself.
@@ -50,6 +52,17 @@ class UnlearnConfig:
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     device: str = "auto"
+    # lunar (train/unlearn/lunar.py): -1 = the mask's top-scoring layer (where the concept's neuron
+    # scores concentrate, so the masked variant reuses that layer's neurons)
+    lunar_layer: int = -1
+    lunar_coefficient: float = 1.0  # forget MLP output moves by this times (reference mean - forget mean)
+    lunar_masked: bool = True  # the LoRA reads only the mask's neurons of that layer
+    # forget positions whose MLP output is redirected: "last" (the last chat-template token, where
+    # the reply starts), "last:k" (the last k prompt tokens) or "answer" (also every reply position)
+    lunar_positions: str = "last"
+    lunar_steps: int = 400
+    lunar_lr: float = 1e-2
+    lunar_retain_weight: float = 10.0  # weight of "retain / neighbour MLP output stays put"
     # evaluation after training (held-out templates)
     eval_max_prompts: int = 400
     eval_batch_size: int = 64
@@ -71,6 +84,16 @@ class UnlearnConfig:
             ("neighbour_fraction", 0.0 <= self.neighbour_fraction <= 1.0, "in [0, 1]"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
+            ("lunar_layer", self.lunar_layer >= -1, ">= 0, or -1 for the mask's top layer"),
+            ("lunar_coefficient", self.lunar_coefficient > 0, "> 0"),
+            (
+                "lunar_positions",
+                re.fullmatch(r"last(:[1-9][0-9]*)?|answer", self.lunar_positions) is not None,
+                '"last", "last:k" (k >= 1) or "answer"',
+            ),
+            ("lunar_steps", self.lunar_steps >= 0, ">= 0"),
+            ("lunar_lr", self.lunar_lr > 0, "> 0"),
+            ("lunar_retain_weight", self.lunar_retain_weight >= 0, ">= 0"),
             (
                 "contrast_against",
                 bool(self.contrast_against) and set(self.contrast_against) <= {"retain", "neighbour"},
@@ -80,6 +103,11 @@ class UnlearnConfig:
         for key, ok, need in checks:
             if not ok:
                 raise ConfigError(f"config key {key!r}: value {getattr(self, key)!r} must be {need}")
+
+    @property
+    def masked(self) -> bool:
+        """Whether the adapter may read only the mask's neurons."""
+        return self.method == "masked_lora" or (self.method == "lunar" and self.lunar_masked)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,7 +12,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,8 +24,8 @@ from orin_unlearn.edge import adapters
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
+from orin_unlearn.train.unlearn import lunar, masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
-from orin_unlearn.train.unlearn import masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
 from orin_unlearn.train.unlearn.evaluate import measure
@@ -204,6 +205,33 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     return history
 
 
+@dataclass
+class Trained:
+    """What a method's trainer hands back: the trained model, its loss history, the mask the
+    adapter was trained under, and method-specific results."""
+
+    model: torch.nn.Module
+    history: list[dict]
+    mask: dict[int, torch.Tensor]
+    results: dict = field(default_factory=dict)
+
+
+def train_gradient(s: Session, mask: dict, stats: dict, score: dict, progress: Progress) -> Trained:
+    """masked_lora / lora / full: the loss registry's terms by gradient descent through the model."""
+    model, reference = wrap(s, mask)
+    history = stage_train(s, model, reference, concept_directions(s.model, stats, mask), progress)
+    return Trained(model, history, mask)
+
+
+# method name -> trainer(session, mask, probe stats, scores, progress); see config.METHODS
+TRAINERS: dict[str, Callable[..., Trained]] = {
+    "masked_lora": train_gradient,
+    "lora": train_gradient,
+    "full": train_gradient,
+    "lunar": lunar.train,
+}
+
+
 def balanced(rng: random.Random, groups: list[list], n: int) -> list:
     """`n` items drawn without replacement, split evenly over the non-empty groups."""
     groups = [g for g in groups if g]
@@ -274,24 +302,25 @@ def run_unlearning(cfg: UnlearnConfig, run: str | Path, save: bool = True, until
             return {"stage": "mask", "layers": sorted(mask)}
         before = measure(s.model, s.tokenizer, s.data, cfg)
         digests = model_access.weight_digests(s.model)
-        model, reference = wrap(s, mask)
-        history = stage_train(s, model, reference, concept_directions(s.model, stats, mask), progress)
+        trained = TRAINERS[cfg.method](s, mask, stats, score, progress)
+    model, history, mask = trained.model, trained.history, trained.mask
     results: dict = {
         "concept": s.data.concept.name,
         "method": cfg.method,
         "layers": sorted(mask),
         "base": adapters.base_digest(s.base_dir),
         "previous_adapters": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
-        "parameters": masked_lora.trainable_parameters(model, mask if cfg.method == "masked_lora" else None),
+        "parameters": masked_lora.trainable_parameters(model, mask if cfg.masked else None),
         "loss_first": history[0] if history else {},
         "loss_last": history[-1] if history else {},
+        **trained.results,
     }
     if cfg.method != "full":
         changed = [k for k, v in model_access.weight_digests(model).items() if digests.get(k) != v]
         if changed:
             raise RuntimeError(f"base weights changed during adapter training: {changed[:5]}")
         results["base_untouched"] = True
-    if cfg.method == "masked_lora":
+    if cfg.masked:
         results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
     results["before"], results["after"] = before, measure(model, s.tokenizer, s.data, cfg)
     results["wall_s"] = round(time.time() - start, 1)

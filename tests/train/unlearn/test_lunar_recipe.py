@@ -1,0 +1,69 @@
+"""`method: lunar` through the unlearning recipe on the shipped tiny base, kept small (16 probe
+prompts, 8 evaluation prompts per set): the same adapter directory and manifest as the masked
+LoRA, one layer, base untouched, a vanilla PEFT reload computing the training-time logits, and
+the adapter chain check accepting it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from orin_unlearn.edge import adapters
+from orin_unlearn.edge.config import load_config
+from orin_unlearn.edge.formats import read_manifest
+from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn.mask import load_mask
+from orin_unlearn.train.unlearn.recipe import run_unlearning
+
+CONFIG = Path(__file__).resolve().parents[3] / "train" / "configs" / "demo_tiny_lunar.yaml"
+SMALL = ["probe_max_prompts=16", "eval_max_prompts=8", "lunar_steps=60"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lunar_run(tmp_path_factory):
+    cfg = load_config(UnlearnConfig, CONFIG, SMALL)
+    run = tmp_path_factory.mktemp("lunar")
+    return cfg, run, run_unlearning(cfg, run)
+
+
+def test_shipped_lunar_config_loads():
+    cfg = load_config(UnlearnConfig, CONFIG)
+    assert cfg.method == "lunar" and cfg.masked
+
+
+def test_one_layer_adapter_in_the_masked_lora_format(lunar_run):
+    _, run, r = lunar_run
+    assert r["method"] == "lunar" and r["layers"] == [r["lunar"]["layer"]]
+    names = {p.name for p in (run / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "mask.safetensors", "manifest.json"} <= names
+    assert list(load_mask(run / "adapter" / "mask.safetensors")) == r["layers"]
+    weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert all(f"layers.{r['layers'][0]}.mlp.down_proj" in k for k in weights)
+    manifest = read_manifest(run / "adapter")
+    assert manifest["ok"] and manifest["config"]["method"] == "lunar"
+
+
+def test_base_untouched_mask_held_and_update_fitted(lunar_run):
+    _, _, r = lunar_run
+    assert r["base_untouched"] is True and r["outside_mask_max"] == 0.0
+    assert r["loss_last"]["forget_mse"] < 0.5 * r["loss_first"]["forget_mse"]
+    assert r["parameters"]["effective"] < r["parameters"]["trainable"]  # masked: only chosen neurons
+
+
+def test_vanilla_peft_reload_and_chain_check(lunar_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, run, _ = lunar_run
+    base = AutoModelForCausalLM.from_pretrained(adapters.resolve_base("tiny"))
+    model = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
+    ref = load_file(str(run / "adapter" / "reference_logits.safetensors"))
+    with torch.no_grad():
+        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
+    assert torch.allclose(logits, ref["logits"], atol=1e-5, rtol=0)
+    adapters.check_chain(adapters.resolve_base("tiny"), [run / "adapter"])  # raises on a mismatch
