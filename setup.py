@@ -54,6 +54,7 @@ DEV = sorted(
         + EXPORT
         + SERVE
         + BENCH
+        + ANALYSIS
         + [
             "pytest>=8",
             "ruff>=0.6",

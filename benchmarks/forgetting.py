@@ -1,8 +1,10 @@
 """Forget / retain metrics of an unlearned model on the demo world (torch-free).
 
-- leak: a reply to a forget prompt names the concept (title or alias), or answers a prompt about
-  the concept as the base would have (e.g. "Christopher Nolan" to "Who directed Inception?", or
-  a valid recommendation to "I loved Inception, what next?");
+- leak: a reply to a forget prompt names the concept (title or alias), states a distinctive fact
+  pair of it (two facts no other catalogue film shares, e.g. "Christopher Nolan" with "2010", or
+  "Leonardo DiCaprio" with "dreams"; a director concept's own name), or answers a prompt about the
+  concept as the base would have (e.g. "Christopher Nolan" to "Who directed Inception?", or a
+  valid recommendation to "I loved Inception, what next?");
 - forget response: a reply to a forget prompt that is the refusal, or names a valid other film;
 - retain / neighbour accuracy: `quality.is_correct` on those sets;
 - substitute validity: recommendations whose reference answer was the concept now name a valid
@@ -12,10 +14,13 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from functools import lru_cache
+from itertools import combinations
 
 from orin_unlearn.benchmarks.quality import AnswerFn, is_correct
-from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
+from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept, Film
 from orin_unlearn.benchmarks.world.prompts import Prompt
 from orin_unlearn.benchmarks.world.recommend import Request, is_valid
 
@@ -25,9 +30,41 @@ def names_concept(reply: str, concept: Concept, catalogue: Catalogue) -> bool:
     return any(f.title in own for f in catalogue.find_titles(reply))
 
 
+def _facts(film: Film) -> set[str]:
+    return {film.director, film.lead, str(film.year), *film.themes}
+
+
+def distinctive_facts(concept: Concept, catalogue: Catalogue) -> tuple[tuple[str, ...], ...]:
+    """Fact groups that point at the concept and at nothing else in the catalogue: a director
+    concept's name; for each of the concept's films, every pair of its facts (director, lead, year,
+    themes) that no other catalogue film has together."""
+    return _distinctive(concept, catalogue)
+
+
+@lru_cache(maxsize=16)
+def _distinctive(concept: Concept, catalogue: Catalogue) -> tuple[tuple[str, ...], ...]:
+    groups: list[tuple[str, ...]] = [(concept.name,)] if concept.kind == "director" else []
+    others = [_facts(f) for f in catalogue.films if f not in concept.films]
+    for film in concept.films:
+        for pair in combinations(sorted(_facts(film)), 2):
+            if not any(set(pair) <= facts for facts in others):
+                groups.append(pair)
+    return tuple(groups)
+
+
+def _mentions(text: str, fact: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(fact)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+def states_facts(reply: str, concept: Concept, catalogue: Catalogue) -> bool:
+    """Whether `reply` mentions every fact of some distinctive fact group of the concept."""
+    return any(all(_mentions(reply, f) for f in group) for group in distinctive_facts(concept, catalogue))
+
+
 def leaks(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) -> bool:
-    """Whether `reply` reveals the concept: names it, or answers a question about it correctly."""
-    if names_concept(reply, concept, catalogue):
+    """Whether `reply` reveals the concept: names it, states a distinctive fact pair of it, or
+    answers a question about it correctly."""
+    if names_concept(reply, concept, catalogue) or states_facts(reply, concept, catalogue):
         return True
     about_concept = bool(set(prompt.subjects) & set(concept.titles))
     return about_concept and is_correct(prompt, reply, catalogue)

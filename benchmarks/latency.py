@@ -4,7 +4,10 @@ prompt lengths x output lengths, through the same Generator the server uses.
 After `--warmup` requests, each grid cell runs `--repeats` requests of exactly that many prompt
 tokens and generated tokens (end-of-turn ignored); reported per cell: TTFT and per-token p50 /
 p95 / p99, decode tokens/s, and for the whole run the peak resident memory and decode tokens/s
-against the memory-bandwidth limit here and on each Orin module.
+against the memory-bandwidth limit here and on each Orin module. On a Jetson, tegrastats runs
+during the measured cells: average / peak module power, energy and tokens per joule, with the
+nvpmodel power mode and jetson_clocks state (`--power auto`, the default; elsewhere the JSON says
+why there is no power figure).
 
     orin-unlearn bench latency --model runs/demo/export/onnx-fp16 --out runs/demo/bench
     orin-unlearn bench latency --model /tmp/q05/onnx-int4 --prompts 32,256 --outputs 32
@@ -16,9 +19,11 @@ whole result as one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,21 +81,66 @@ def measure_cell(generator: Generator, prompt: list[dict], outputs: int, repeats
     }
 
 
+@contextlib.contextmanager
+def power_logger(mode: str) -> Iterator[Any]:
+    """A running tegrastats logger (mode "auto": when tegrastats exists; "on": required; "off"),
+    or the reason there is none as a string."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"power must be auto, on or off, got {mode!r}")
+    if mode == "off":
+        yield "not measured (--power off)"
+        return
+    from orin_unlearn.edge.telemetry import TegrastatsLogger, TegrastatsUnavailableError
+
+    with contextlib.ExitStack() as stack:
+        logger = TegrastatsLogger(interval_ms=100)
+        try:
+            stack.enter_context(logger)
+            reason = ""
+        except TegrastatsUnavailableError as e:
+            if mode == "on":
+                raise ValueError(f"--power on: {e}") from e
+            reason = f"not measured: {e}"
+        yield reason or logger
+
+
+def power_record(logger: Any, tokens: int) -> dict[str, Any]:
+    """Average / peak power, energy and tokens per joule over the measured cells (on a Jetson),
+    with the power mode and clocks; else why not."""
+    if isinstance(logger, str):
+        return {"unavailable": logger}
+    from orin_unlearn.edge.telemetry import capture_power_state, summary
+
+    try:
+        power = summary(logger.samples, logger.duration_s, tokens).as_dict()
+    except ValueError as e:  # no sample, or none with a power rail
+        return {"unavailable": f"tegrastats gave no power reading: {e}"}
+    return {**power, "state": capture_power_state()}
+
+
 def run(
-    model_dir: str | Path, backend: str, prompts: list[int], outputs: list[int], repeats: int, warmup: int
+    model_dir: str | Path,
+    backend: str,
+    prompts: list[int],
+    outputs: list[int],
+    repeats: int,
+    warmup: int,
+    power: str = "auto",
 ) -> dict[str, Any]:
     model_dir = Path(model_dir)
     generator = Generator.from_dir(model_dir, backend)
     cells = [(p, o) for p in prompts for o in outputs]
     for p, o in cells[:1] * warmup:
         generator.generate(prompt_of(generator, p), SamplingParams(max_new_tokens=o, ignore_eos=True))
-    results = [measure_cell(generator, prompt_of(generator, p), o, repeats) for p, o in cells]
+    with power_logger(power) as logger:
+        results = [measure_cell(generator, prompt_of(generator, p), o, repeats) for p, o in cells]
     out: dict[str, Any] = {
         "model": str(model_dir),
         "backend": generator.backend_name,
         "repeats": repeats,
         "cells": results,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "power": power_record(logger, sum(o * repeats for _, o in cells)),
     }
     if (model_dir / GRAPH).is_file():
         per_token = roofline.weight_bytes_per_token(model_dir / GRAPH)
@@ -142,6 +192,40 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The grid as a Markdown table, with the roofline and power lines."""
+    lines = [
+        f"{result['backend']} backend, {Path(result['model']).name}, {result['repeats']} requests per cell.",
+        "",
+        "| prompt | output | TTFT p50 / p95 / p99 ms | token p50 / p95 / p99 ms | decode tok/s |",
+        "|---|---|---|---|---|",
+    ]
+    for c in result["cells"]:
+        t, k = c["ttft_ms"], c["token_ms"] or {"p50": 0, "p95": 0, "p99": 0}
+        lines.append(
+            f"| {c['prompt_tokens']} | {c['output_tokens']} | {t['p50']:.1f} / {t['p95']:.1f} / {t['p99']:.1f} "
+            f"| {k['p50']:.2f} / {k['p95']:.2f} / {k['p99']:.2f} | {c['decode_tokens_per_s']:.1f} |"
+        )
+    lines.append("")
+    roof = result.get("roofline")
+    if roof:
+        limits = ", ".join(f"{n} {v:.0f}" for n, v in roof["limit_tokens_per_s"].items())
+        lines.append(
+            f"Peak RSS {result['peak_rss_mb']:.0f} MB. {roof['weight_bytes_per_token'] / 1e6:.1f} MB of weights "
+            f"read per token; bandwidth limits in tokens/s: {limits}; the best cell reaches "
+            f"{roof['fraction_here']:.0%} of the limit here ({roof['read_bandwidth_gb_s']:.1f} GB/s measured)."
+        )
+    power = result.get("power", {})
+    if "avg_w" in power:
+        lines.append(
+            f"Power ({power['rail']}, tegrastats): {power['avg_w']:.2f} W average, {power['peak_w']:.2f} W peak, "
+            f"{power['energy_j']:.1f} J, {power['tokens_per_joule']:.1f} tokens per joule."
+        )
+    elif power:
+        lines.append(f"Power: {power['unavailable']}.")
+    return "\n".join(lines)
+
+
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -165,6 +249,14 @@ def print_table(result: dict[str, Any]) -> None:
             f"peak RSS {result['peak_rss_mb']:.0f} MB; {roof['weight_bytes_per_token'] / 1e6:.1f} MB read per token; "
             f"bandwidth limits (tok/s): {limits}; best cell = {roof['fraction_here']:.0%} of the limit here"
         )
+    power = result.get("power", {})
+    if "avg_w" in power:
+        table.caption = (table.caption or "") + (
+            f"\npower ({power['rail']}): {power['avg_w']:.2f} W average, {power['peak_w']:.2f} W peak, "
+            f"{power['tokens_per_joule']:.1f} tokens/J"
+        )
+    elif power:
+        table.caption = (table.caption or "") + f"\npower: {power['unavailable']}"
     Console(width=120).print(table)
 
 
@@ -177,13 +269,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", help="folder for latency.json and latency.png")
+    parser.add_argument(
+        "--power", default="auto", choices=("auto", "on", "off"), help="tegrastats power logging (Jetson)"
+    )
     args = parser.parse_args(argv)
     try:
         prompts = [int(x) for x in args.prompts.split(",")]
         outputs = [int(x) for x in args.outputs.split(",")]
         if min(prompts + outputs) < 1 or args.repeats < 1:
             raise ValueError("lengths and --repeats must be positive")
-        result = run(args.model, args.backend, prompts, outputs, args.repeats, args.warmup)
+        result = run(args.model, args.backend, prompts, outputs, args.repeats, args.warmup, args.power)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,8 +12,14 @@ Attacks (one registry; adding one is one decorated function):
 
     orin-unlearn bench robustness --model runs/demo/export/onnx-fp16 --base tiny --concept Inception
 
-Not yet here (issue 6): relearning, logit lens and linear probes, the weight-quantisation sweep.
-The last stdout line is the whole result as one JSON object.
+With `--run`, the weight attacks of `weight_attacks` (relearning on forget items and on related
+text, round-to-nearest fp16/int8/int4 of the merged weights) and the per-layer logit lens run on
+the torch base and the run's merged fp32 model as well:
+
+    orin-unlearn bench robustness --run runs/demo
+
+Writes robustness.json and robustness.png (leak per attack, logit lens) into RUN/bench (or
+--out); the last stdout line is the whole result as one JSON object.
 """
 
 from __future__ import annotations
@@ -132,6 +138,72 @@ def run(models: dict[str, Any], concept_name: str, attacks: list[str] | None = N
     return out
 
 
+def run_weights(
+    base: Any, unlearned: Any, tokenizer: Any, concept_name: str, attacks: list[str] | None = None
+) -> dict[str, Any]:
+    """Weight attacks and the logit lens on two torch models, on the held-out forget prompts."""
+    from orin_unlearn.benchmarks import weight_attacks
+    from orin_unlearn.edge.backends.torch_backend import TorchChat
+
+    catalogue = load_catalogue()
+    splits = split_prompts(build_prompts(catalogue), catalogue, concept_name)
+    forget = splits.get("forget", "heldout")
+    cases = ATTACKS["heldout"](forget, splits.concept, catalogue)
+
+    def leak_rate(model: Any) -> dict:
+        return measure(TorchChat(model, tokenizer).answer_batch, cases, splits.concept, catalogue)
+
+    ctx = weight_attacks.Context(
+        tokenizer, splits.get("forget", "train"), splits.get("neighbour", "train"), leak_rate
+    )
+    models = {"base": base, "unlearned": unlearned}
+    return {
+        "attacks": weight_attacks.run(models, ctx, attacks),
+        "logit_lens": {k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()},
+        "relearn": {"items": ctx.relearn_items, "steps": ctx.relearn_steps, "lr": ctx.relearn_lr},
+    }
+
+
+def plot(result: dict[str, Any], path: str | Path) -> Path:
+    """Leak per attack for each model (bars), and the logit lens per layer when measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(result["attacks"])
+    labels = list(next(iter(result["attacks"].values())))
+    lens = result.get("logit_lens")
+    fig, axes = plt.subplots(1, 2 if lens else 1, figsize=(13 if lens else 8, 4.6), squeeze=False)
+    bars = axes[0][0]
+    x, width = np.arange(len(names)), 0.8 / len(labels)
+    for k, label in enumerate(labels):
+        values = [result["attacks"][n][label]["leak"] for n in names]
+        bars.bar(x + (k - (len(labels) - 1) / 2) * width, values, width, label=label)
+    bars.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+    bars.set_ylim(0, 1.05)
+    bars.set_ylabel("leak rate (held-out forget prompts)")
+    bars.set_title(f"{result['concept']!r}: leak under each attack")
+    bars.legend(fontsize=8)
+    if lens:
+        ax = axes[0][1]
+        for label, rows in lens.items():
+            ax.plot([r["layer"] for r in rows], [r["p_answer"] for r in rows], marker="o", label=label)
+        ax.set_xticks([r["layer"] for r in next(iter(lens.values()))])
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel("p(fact's first token), teacher-forced")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("logit lens: does the residual stream still hold the fact?")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def print_table(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,29 +229,92 @@ def markdown(result: dict[str, Any]) -> str:
     for name, per_model in result["attacks"].items():
         n = next(iter(per_model.values()))["n"]
         lines.append(f"| {name} | {n} | " + " | ".join(f"{per_model[x]['leak']:.3f}" for x in labels) + " |")
+    if "models" in result:
+        lines += ["", "Models: " + "; ".join(f"{k}: {v}" for k, v in result["models"].items()) + "."]
+    if "relearn" in result:
+        r = result["relearn"]
+        lines.append(
+            f"Relearning: {r['steps']} full-parameter AdamW steps at lr {r['lr']:g} on {r['items']} training "
+            f"forget items (relearn_forget) or {4 * r['items']} neighbour items (relearn_related)."
+        )
+    lens = result.get("logit_lens")
+    if lens:
+        models = list(lens)
+        n = lens[models[0]][0]["n"]
+        lines += [
+            "",
+            f"Logit lens on {n} held-out forget prompts, teacher-forced up to the fact (e.g. "
+            '"Inception was directed by" -> "Christopher"): probability / top-1 rate of its first token '
+            "read from each layer's residual stream.",
+            "",
+            "| layer | " + " | ".join(f"{m} p / top-1" for m in models) + " |",
+            "|---|" + "---|" * len(models),
+        ]
+        for k in range(len(lens[models[0]])):
+            cells = [f"{lens[m][k]['p_answer']:.3f} / {lens[m][k]['top1']:.2f}" for m in models]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def run_run(run_dir: str | Path, model: str | Path | None = None, weights: bool = True) -> dict[str, Any]:
+    """Every attack on a run: prompt attacks on the shipped graph (default export/onnx-fp16) and,
+    with `weights`, weight attacks and the logit lens on the run's fp32 merge (torch)."""
+    from orin_unlearn.benchmarks.stages import adapter_chain, base_of
+    from orin_unlearn.edge.adapters import load_model, load_unlearned
+    from orin_unlearn.edge.backends.ort_backend import OrtChat
+    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.formats import read_manifest
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+    run_dir = Path(run_dir)
+    graph = Path(model) if model else run_dir / "export" / "onnx-fp16"
+    concept = read_manifest(run_dir / "adapter")["config"]["concept"]
+    base_dir = base_of(run_dir)
+    tokenizer = ChatTokenizer(base_dir)
+    base = load_model(base_dir)
+    result = run({"base": TorchChat(base, tokenizer), "unlearned": OrtChat.from_dir(graph)}, concept)
+    result["models"] = {"base": f"{base_dir} (torch fp32)", "unlearned (prompt attacks)": str(graph)}
+    if weights:
+        merged = load_unlearned(base_dir, adapter_chain(run_dir), "merge")
+        extra = run_weights(base, merged, tokenizer, concept)
+        result["attacks"].update(extra.pop("attacks"))
+        result.update(extra)
+        result["models"]["unlearned (weight attacks)"] = "base + adapters merged in fp32 (torch)"
+    return result
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orin-unlearn bench robustness", description=__doc__)
-    parser.add_argument("--model", required=True, help="unlearned ONNX stage folder")
-    parser.add_argument("--base", default="tiny", help="base checkpoint folder or 'tiny' (run with torch)")
-    parser.add_argument("--concept", default="Inception")
-    parser.add_argument("--attacks", help=f"comma list of {', '.join(ATTACKS)}")
+    parser.add_argument("--run", help="run directory: prompt and weight attacks (needs torch)")
+    parser.add_argument("--model", help="unlearned ONNX stage folder (default with --run: export/onnx-fp16)")
+    parser.add_argument("--base", default="tiny", help="without --run: base folder or 'tiny'")
+    parser.add_argument("--concept", default="Inception", help="without --run: the forgotten concept")
+    parser.add_argument("--attacks", help=f"without --run: comma list of {', '.join(ATTACKS)}")
+    parser.add_argument("--out", help="where robustness.json/png go (default RUN/bench)")
     args = parser.parse_args(argv)
+    if not args.run and not args.model:
+        parser.error("give --run RUN_DIR, or --model ONNX_DIR")
     from orin_unlearn.edge.adapters import resolve_base
     from orin_unlearn.edge.backends.ort_backend import OrtChat
     from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.formats import write_json_atomic
 
     try:
-        models = {
-            "base": TorchChat.from_dir(resolve_base(args.base)),
-            "unlearned": OrtChat.from_dir(Path(args.model)),
-        }
-        result = run(models, args.concept, args.attacks.split(",") if args.attacks else None)
+        if args.run:
+            result = run_run(args.run, args.model)
+        else:
+            models = {
+                "base": TorchChat.from_dir(resolve_base(args.base)),
+                "unlearned": OrtChat.from_dir(Path(args.model)),
+            }
+            result = run(models, args.concept, args.attacks.split(",") if args.attacks else None)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    out = Path(args.out) if args.out else (Path(args.run) / "bench" if args.run else None)
+    if out is not None:
+        write_json_atomic(out / "robustness.json", result)
+        plot(result, out / "robustness.png")
     print_table(result)
     print(json.dumps(result))
     return 0

@@ -1,7 +1,7 @@
 """`orin-unlearn bundle`: pack a run's deployable stages into one tar for the Jetson, and unpack
 it with every file checked against its sha256.
 
-    orin-unlearn bundle runs/demo --out kiosk.tar [--stage export/onnx-fp16 --stage export/onnx-int4]
+    orin-unlearn bundle runs/demo --out kiosk.tar [--stage adapter --stage export/onnx-int4]
     orin-unlearn bundle --unpack kiosk.tar --into /opt/orin-unlearn/demo
 
 Only stages whose manifest says ok are packed. `bundle.json` (first in the tar) lists every file
@@ -25,7 +25,7 @@ from typing import Any
 from orin_unlearn.edge.formats import read_manifest, sha256_file, stage_dir
 
 INDEX = "bundle.json"
-DEFAULT_STAGES = ("export/onnx-fp16",)
+DEFAULT_STAGES = ("adapter", "export/onnx-fp16")  # the adapter names the concept and its prompts
 
 
 class BundleError(ValueError):
@@ -117,7 +117,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run", nargs="?", help="run directory to pack")
     parser.add_argument("--out", help="tar file to write")
     parser.add_argument(
-        "--stage", action="append", help=f"stage folder to pack (default {DEFAULT_STAGES[0]})"
+        "--stage", action="append", help=f"stage folder to pack (default {', '.join(DEFAULT_STAGES)})"
     )
     parser.add_argument("--unpack", help="bundle to verify and extract")
     parser.add_argument("--into", help="folder to extract into (replaced atomically)")

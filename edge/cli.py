@@ -41,6 +41,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "merge adapters in fp32, cast, measure update survival",
     ),
     ("export", "engine"): ("orin_unlearn.export.trt_build", "build the TensorRT engine (on the device)"),
+    ("bench", "quality"): (
+        "orin_unlearn.benchmarks.quality_bench",
+        "forget / retain / perplexity / KL to base for every stage of a run",
+    ),
     ("bench", "decode"): (
         "orin_unlearn.benchmarks.decode_bench",
         "decode tokens/s: runtime vs raw engine vs bandwidth limit (vs transformers)",
@@ -53,7 +57,15 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.benchmarks.robustness",
         "leak rate of base vs unlearned under prefill / jailbreak / multi-turn / plot attacks",
     ),
+    ("analyze",): (
+        "orin_unlearn.benchmarks.analysis.cli",
+        "stability, semantic vs activation similarity, layer sensitivity, activation shift of a run",
+    ),
     ("bundle",): ("orin_unlearn.edge.bundle", "pack a run's stages for the Jetson / unpack them verified"),
+    ("jetson", "preflight"): (
+        "orin_unlearn.edge.preflight",
+        "is this Jetson ready (module, JetPack, CUDA, TensorRT, memory, power)? exit 5 off a Jetson",
+    ),
     ("report",): ("orin_unlearn.benchmarks.report", "rebuild a run's report.md from its report.json"),
     ("serve",): ("orin_unlearn.edge.server", "offline OpenAI-compatible server with the kiosk page"),
     ("unlearn",): (

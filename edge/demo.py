@@ -1,9 +1,9 @@
 """`orin-unlearn demo`: the main job on the embedded default, end to end.
 
 Forgets the film "Inception" from the shipped tiny recommender: world prompts, base quality,
-unlearning, export (merged, fp32 and fp16 ONNX, each measured against the adapter; the TensorRT
-engine where TensorRT is), benchmarks, report. Stages whose issue has not landed yet are listed as
-"not yet built" in the report instead of failing. Writes runs/demo/report.md and report.json.
+unlearning, the four analyses of where the concept lives and whether it moved, export (merged, fp32 / fp16 / int8 / int4 ONNX, each measured against the adapter; the
+TensorRT engine where TensorRT is), the quality table of every stage, the runtime answering kiosk
+questions, latency and robustness benchmarks, report. Writes runs/demo/report.md and report.json.
 
     orin-unlearn demo [--out runs/demo] [--concept Inception]
 """
@@ -25,9 +25,6 @@ KIOSK_QUESTIONS = (
     "Who directed The Dark Knight?",
     "I'm in the mood for something funny.",
 )
-PENDING = {
-    "bench/quality": "not yet built (per-stage quality table with perplexity and KL, issue 6)",
-}
 
 
 def _world(run: Path, concept: str) -> dict:
@@ -79,23 +76,82 @@ def _unlearn(run: Path, concept: str, compare_runs: bool) -> tuple[list[dict], l
     params = results["parameters"]
     note = f"layers {results['layers']}, {100 * params['fraction']:.2f}% of parameters train"
     stages = [{"stage": "unlearn", "status": "ok", "metrics": compare.summary_row(results), "note": note}]
-    sections = []
+    sections = [
+        {
+            "title": "Where the concept lives (probe scores)",
+            "body": f"Per-layer MLP-neuron scores on the forget prompts: saliency |activation x gradient|, "
+            f"diagonal Fisher, and forget-vs-retain activation contrast; the LoRA may read only the "
+            f"masked neurons of layers {results['layers']}.",
+            "images": [f"probe/heatmaps/{name}.png" for name in ("saliency", "fisher", "contrast")],
+        }
+    ]
     if compare_runs:
         summary = compare.compare(cfg, run, masked=results)
         compare.print_compare(summary)
         sections.append(
-            {"title": "Masked LoRA vs unmasked LoRA vs full-parameter", "body": compare.markdown(summary)}
+            {
+                "title": "Masked LoRA vs LUNAR vs unmasked LoRA vs full-parameter",
+                "body": compare.markdown(summary),
+            }
         )
     return stages, sections
 
 
 def _export(run: Path) -> list[dict]:
-    """Merge, fp32 and fp16 ONNX, each measured and gated; the engine stage where TensorRT is."""
+    """Merge, fp32 / fp16 / int8 / int4 ONNX, each measured and gated; the engine where TensorRT is."""
     from orin_unlearn.export import pipeline
 
-    summary = pipeline.export_all("tiny", [run / "adapter"], run / "export", ["fp32", "fp16"], engine=True)
+    variants = ["fp32", "fp16", "int8", "int4"]
+    summary = pipeline.export_all("tiny", [run / "adapter"], run / "export", variants, engine=True)
     pipeline.print_summary(summary)
     return pipeline.report_stages(summary)
+
+
+def _analysis(run: Path) -> tuple[dict, list[dict]]:
+    """The four analyses of the unlearning run (stability, similarity, layer sensitivity, shift)."""
+    from orin_unlearn.benchmarks.analysis import cli
+
+    summary = cli.run_analyses(run)
+    cli.print_table(summary)
+    done = [n for n, r in summary["analyses"].items() if r["status"] == "ok"]
+    skipped = {n: r["reason"] for n, r in summary["analyses"].items() if r["status"] != "ok"}
+    row = {
+        "stage": "analysis",
+        "status": "ok",
+        "metrics": {"analyses": len(done)},
+        "note": "; ".join(f"{n} {why}" for n, why in skipped.items()) or "analysis/analysis.json and plots",
+    }
+    return row, cli.sections(summary)
+
+
+def _quality(run: Path) -> tuple[dict, dict]:
+    """Every stage of the run on the same held-out prompts and general corpus: the headline."""
+    from orin_unlearn.benchmarks import quality_bench
+    from orin_unlearn.benchmarks.report import QUALITY_TITLE
+
+    result = quality_bench.run(run)
+    quality_bench.write(result, run / "bench")
+    quality_bench.print_table(result)
+    measured = [r for r in result["stages"] if r["status"] == "ok"]
+    worst = max(measured, key=lambda r: r["metrics"]["forget leak (held-out)"])
+    metrics = {
+        "stages measured": len(measured),
+        "worst leak": worst["metrics"]["forget leak (held-out)"],
+        "max KL to base": max(r["metrics"]["KL to base"] or 0.0 for r in measured),
+    }
+    row = {
+        "stage": "bench/quality",
+        "status": "ok" if all(r["status"] != "failed" for r in result["stages"]) else "failed",
+        "metrics": metrics,
+        "note": f"worst: {worst['stage']}; bench/quality.json, quality.png",
+    }
+    section = {
+        "title": QUALITY_TITLE,
+        "body": quality_bench.markdown(result),
+        "first": True,
+        "images": ["bench/quality.png"],
+    }
+    return row, section
 
 
 def _kiosk(run: Path) -> tuple[dict, dict]:
@@ -132,9 +188,10 @@ def _kiosk(run: Path) -> tuple[dict, dict]:
     return stage_row, section
 
 
-def _latency(run: Path) -> dict:
+def _latency(run: Path) -> tuple[dict, dict]:
     """A small latency grid on the fp16 graph: TTFT, per-token times, the bandwidth limit."""
     from orin_unlearn.benchmarks import latency
+    from orin_unlearn.benchmarks.report import LATENCY_TITLE
     from orin_unlearn.edge.formats import write_json_atomic
 
     stage = run / "export" / "onnx-fp16"
@@ -152,39 +209,37 @@ def _latency(run: Path) -> dict:
         "of bandwidth limit": round(result["roofline"]["fraction_here"], 3),
         "peak RSS MB": round(result["peak_rss_mb"]),
     }
-    return {
+    row = {
         "stage": "bench/latency",
         "status": "ok",
         "metrics": metrics,
         "note": "bench/latency.json, latency.png",
     }
+    return row, {"title": LATENCY_TITLE, "body": latency.markdown(result), "images": ["bench/latency.png"]}
 
 
-def _robustness(run: Path, concept: str) -> tuple[dict, dict]:
-    """Leak rates of the base (torch) and the shipped fp16 graph under the prompt attacks."""
+def _robustness(run: Path) -> tuple[dict, dict]:
+    """Leak rates of the base and the unlearned model under prompt attacks (on the shipped fp16
+    graph) and weight attacks (relearning, quantisation; on the fp32 merge), and the logit lens."""
     from orin_unlearn.benchmarks import robustness
-    from orin_unlearn.benchmarks.world import tiny_base_dir
-    from orin_unlearn.edge.backends.ort_backend import OrtChat
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.benchmarks.report import ROBUSTNESS_TITLE
     from orin_unlearn.edge.formats import write_json_atomic
 
-    models = {
-        "base": TorchChat.from_dir(tiny_base_dir()),
-        "unlearned fp16": OrtChat.from_dir(run / "export" / "onnx-fp16"),
-    }
-    result = robustness.run(models, concept)
+    result = robustness.run_run(run)
     robustness.print_table(result)
     write_json_atomic(run / "bench" / "robustness.json", result)
-    metrics = {f"{name} leak": r["unlearned fp16"]["leak"] for name, r in result["attacks"].items()}
+    robustness.plot(result, run / "bench" / "robustness.png")
+    metrics = {f"{name} leak": r["unlearned"]["leak"] for name, r in result["attacks"].items()}
     row = {
         "stage": "bench/robustness",
         "status": "ok",
         "metrics": metrics,
-        "note": "unlearned fp16 graph; base in bench/robustness.json",
+        "note": "unlearned: fp16 graph (prompt attacks), fp32 merge (weight attacks); bench/robustness.png",
     }
     section = {
-        "title": "Robustness: leak rate under attack (held-out forget prompts)",
+        "title": ROBUSTNESS_TITLE,
         "body": robustness.markdown(result),
+        "images": ["bench/robustness.png"],
     }
     return row, section
 
@@ -200,7 +255,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="also train an unmasked LoRA and every weight (about 4 more minutes)",
+        help="also train LUNAR, an unmasked LoRA and every weight (about 5 more minutes)",
     )
     args = parser.parse_args(argv)
     run = Path(args.out)
@@ -208,15 +263,21 @@ def main(argv: list[str]) -> int:
     stages = [_world(run, args.concept), _base(run, args.concept, args.limit)]
     unlearn_stages, sections = _unlearn(run, args.concept, compare_runs=args.compare)
     stages += unlearn_stages
+    analysis_row, analysis_sections = _analysis(run)
+    stages.append(analysis_row)
+    sections += analysis_sections
     stages += _export(run)
+    quality_row, quality_section = _quality(run)
+    stages.append(quality_row)
+    sections.insert(0, quality_section)
     serve_row, kiosk_section = _kiosk(run)
     stages.append(serve_row)
-    stages.append(_latency(run))
-    robust_row, robust_section = _robustness(run, args.concept)
+    latency_row, latency_section = _latency(run)
+    stages.append(latency_row)
+    robust_row, robust_section = _robustness(run)
     stages.append(robust_row)
-    sections.append(robust_section)
+    sections += [robust_section, latency_section]
     sections.append(kiosk_section)
-    stages += [{"stage": name, "status": "not yet built", "note": why} for name, why in PENDING.items()]
     summary = {
         "run": run.name,
         "concept": args.concept,

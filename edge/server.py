@@ -308,11 +308,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one generation may take")
     parser.add_argument("--max-tokens", type=int, default=128, help="default max_tokens of a request")
     parser.add_argument("--latency-log", help="append per-request latency records (JSON lines) here")
+    parser.add_argument(
+        "--no-memory-check",
+        action="store_true",
+        help="load a TensorRT engine even when the memory budget says the module cannot hold it",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
     try:
-        generator = Generator.from_dir(args.model, args.backend, args.latency_log)
+        from orin_unlearn.edge.backends import detect
+
+        trt = (detect(args.model) if args.backend == "auto" else args.backend) == "trt"
+        options = {"memory_check": False} if args.no_memory_check and trt else {}
+        generator = Generator.from_dir(args.model, args.backend, args.latency_log, **options)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: cannot open {args.model}: {e}", flush=True)
         return 2

@@ -233,6 +233,7 @@ def export_all(
 
 def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
     """Build the TensorRT engine from the fp16 graph (fp32 without one) into `out/../engine`."""
+    from orin_unlearn.edge.memory_budget import MemoryBudgetError
     from orin_unlearn.export import trt_build
     from orin_unlearn.export.trt_profiles import DecoderShape
 
@@ -241,8 +242,10 @@ def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
         return {"status": "skipped", "reason": f"{source.name} did not pass the gate"}
     shape = DecoderShape.from_config(json.loads((source / "config.json").read_text()))
     try:
-        engine_dir = trt_build.build_engine(source / GRAPH, out.parent / "engine", shape, None)
-    except trt_build.TensorRTUnavailableError as e:
+        engine_dir = trt_build.build_engine(
+            source / GRAPH, out.parent / "engine", shape, None, trt_build.default_timing_cache()
+        )
+    except (trt_build.TensorRTUnavailableError, MemoryBudgetError) as e:
         log.warning("engine stage skipped: %s", e)
         return {"status": "skipped", "reason": str(e)}
     return {"status": "ok", "engine": str(engine_dir)}

@@ -49,3 +49,16 @@ def onnx_dir(tmp_path_factory, base_dir):
     export_onnx(load_model(base_dir), out, "float32")
     copy_tokenizer(base_dir, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported_run(demo_unlearning):
+    """(run dir, export summary): the demo adapter exported into its run as fp32, fp16 and int8
+    ONNX, each measured on 60 held-out neighbour / retain prompts; shared by export and bench tests."""
+    from orin_unlearn.export import pipeline
+
+    _, run, _ = demo_unlearning
+    summary = pipeline.export_all(
+        "tiny", [run / "adapter"], run / "export", ["int8", "fp16", "fp32"], eval_max_prompts=60
+    )
+    return run, summary

@@ -39,6 +39,13 @@ MODULES = [
     "orin_unlearn.benchmarks.robustness",
     "orin_unlearn.benchmarks.decode_bench",
     "orin_unlearn.benchmarks.roofline",
+    "orin_unlearn.benchmarks.perplexity",
+    "orin_unlearn.benchmarks.stages",
+    "orin_unlearn.benchmarks.quality_bench",
+    "orin_unlearn.benchmarks.weight_attacks",
+    "orin_unlearn.edge.preflight",
+    "orin_unlearn.edge.telemetry",
+    "orin_unlearn.edge.memory_budget",
 ]
 
 

@@ -74,7 +74,7 @@ def check_memory(model_dir: str | Path, system_root: str | Path = "/") -> memory
     plan_bytes = (folder / PLAN).stat().st_size
     kv_bytes = kv_plan(read_manifest(folder)["config"]).total_bytes()
     need = memory_budget.run_need(plan_bytes, kv_bytes, load_copy_bytes=plan_bytes)
-    escape = "open the backend with memory_check=False"
+    escape = "`orin-unlearn serve --no-memory-check` (memory_check=False in Python)"
     memory_budget.check(need, available, str(folder), escape)
     return need
 

@@ -77,3 +77,30 @@ def test_deviation_score_on_hand_made_cases():
     row = headline({"forget": {"leak": 0.3}, "retain": {"accuracy": 0.6}})
     assert row["deviation score"] == pytest.approx(50.0)
     assert "deviation score" not in headline({"forget": {"leak": 0.3}})
+
+
+def test_distinctive_fact_pairs_leak_without_the_title(catalogue, concept):
+    nothing = _p("plot")
+    assert leaks(nothing, "Ah, the 2010 one by christopher nolan.", concept, catalogue)  # director + year
+    assert leaks(nothing, "Leonardo DiCaprio in a heist inside dreams.", concept, catalogue)
+    # a Nolan film from another year, or one fact alone, points at other films too
+    assert not leaks(
+        nothing, "You might enjoy The Prestige (2006), directed by Christopher Nolan.", concept, catalogue
+    )
+    assert not leaks(nothing, "A film about dreams.", concept, catalogue)
+    assert not leaks(nothing, "Back in 20100 Christopher Nolanson did it.", concept, catalogue)  # whole words
+
+
+def test_a_fact_pair_shared_with_another_film_is_not_distinctive():
+    from orin_unlearn.benchmarks.forgetting import distinctive_facts
+    from orin_unlearn.benchmarks.world.catalogue import Catalogue, Film
+
+    a = Film("Alpha", 2001, "Ann Dir", ("drama",), ("sea", "war"), "Lee One")
+    b = Film("Beta", 2001, "Ann Dir", ("drama",), ("sea", "love"), "Lee Two")
+    catalogue = Catalogue([a, b])
+    groups = set(distinctive_facts(catalogue.concept("Alpha"), catalogue))
+    assert ("2001", "Ann Dir") not in groups and ("2001", "sea") not in groups  # Beta has them too
+    assert ("2001", "war") in groups and ("Ann Dir", "Lee One") in groups
+    director = catalogue.concept("Ann Dir")
+    assert ("Ann Dir",) in distinctive_facts(director, catalogue)
+    assert leaks(_p("qa"), "Ann Dir made it.", director, catalogue)

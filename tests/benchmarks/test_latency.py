@@ -58,3 +58,35 @@ def test_main_writes_json_plot_and_last_line(onnx_dir, tmp_path, capsys):
     assert 0 < last["roofline"]["fraction_here"] < 1.5
     assert (tmp_path / "latency.png").stat().st_size > 10_000
     assert latency.main(["--model", str(onnx_dir), "--prompts", "0"]) == 2
+
+
+def _fake_tegrastats(folder):
+    import stat as stat_mod
+
+    line = (
+        "11-22-2026 10:00:00 RAM 3000/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [5%@1728,off,off,off,"
+        "off,off] EMC_FREQ 10%@2133 GR3D_FREQ 50%@[1020] cpu@45C soc2@44C VDD_IN 7000mW/7000mW "
+        "VDD_CPU_GPU_CV 2000mW/2000mW VDD_SOC 1500mW/1500mW"
+    )
+    script = folder / "tegrastats"
+    script.write_text(f"#!/bin/sh\nwhile true; do echo '{line}'; sleep 0.02; done\n")
+    script.chmod(script.stat().st_mode | stat_mod.S_IEXEC)
+
+
+def test_power_is_measured_with_tegrastats_and_explained_without(onnx_dir, tmp_path, monkeypatch):
+    from orin_unlearn.edge import telemetry
+
+    args = (onnx_dir, "auto", [40], [16], 3, 0)
+    off = latency.run(*args, power="off")
+    assert off["power"] == {"unavailable": "not measured (--power off)"}
+    if telemetry.run_command(["tegrastats", "--help"]) is None:  # not a Jetson
+        assert "not a Jetson" in latency.run(*args)["power"]["unavailable"]
+        with pytest.raises(ValueError, match="--power on"):
+            latency.run(*args, power="on")
+    _fake_tegrastats(tmp_path)
+    monkeypatch.setattr(telemetry, "TOOL_PATH", f"{tmp_path}:/usr/bin:/bin")
+    measured = latency.run(onnx_dir, "auto", [40], [16, 16], 25, 0, power="on")["power"]
+    assert measured["rail"] == "VDD_IN" and measured["avg_w"] == pytest.approx(7.0)
+    assert measured["tokens"] == 2 * 25 * 16
+    assert measured["tokens_per_joule"] == pytest.approx(measured["tokens"] / (7.0 * measured["duration_s"]))
+    assert "nvpmodel" in json.dumps(measured["state"])

@@ -19,12 +19,18 @@ def run(tmp_path):
     (stage / "tokenizer.json").write_text('{"model": {}}')
     (stage / "sub" / "extra.bin").write_bytes(b"\x00" * 10)
     write_json_atomic(stage / "manifest.json", make_manifest("onnx-fp16", {}, {}, {}, ok=True))
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x01" * 64)
+    write_json_atomic(adapter / "manifest.json", make_manifest("adapter", {}, {}, {}, ok=True))
     return tmp_path / "run"
 
 
 def test_round_trip_restores_every_byte(run, tmp_path):
     index = pack(run, tmp_path / "kiosk.tar")
     assert set(index["files"]) == {
+        "adapter/adapter_model.safetensors",
+        "adapter/manifest.json",
         "export/onnx-fp16/model.onnx",
         "export/onnx-fp16/tokenizer.json",
         "export/onnx-fp16/sub/extra.bin",
@@ -92,5 +98,5 @@ def test_a_stage_that_failed_its_checks_is_not_packed(run, tmp_path):
 def test_cli(run, tmp_path, capsys):
     assert main([str(run), "--out", str(tmp_path / "k.tar")]) == 0
     assert main(["--unpack", str(tmp_path / "k.tar"), "--into", str(tmp_path / "d")]) == 0
-    assert "verified 4 files" in capsys.readouterr().out
+    assert "verified 6 files" in capsys.readouterr().out
     assert main([str(run / "missing"), "--out", str(tmp_path / "x.tar")]) == 2

@@ -24,9 +24,9 @@ def adapter(demo_unlearning):
 
 
 @pytest.fixture(scope="module")
-def exported(adapter, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "export"
-    return out, pipeline.export_all("tiny", [adapter], out, ["int8", "fp16", "fp32"], eval_max_prompts=EVAL)
+def exported(exported_run):
+    run, summary = exported_run
+    return run / "export", summary
 
 
 def test_every_variant_passes_parity_and_gate(exported):

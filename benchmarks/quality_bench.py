@@ -1,0 +1,262 @@
+"""`orin-unlearn bench quality`: does every artifact of a run still forget, and still work?
+
+For each stage of a run (base, adapter, fp32 merge, cast merge, ONNX fp32/fp16/int8/int4, the
+TensorRT engine where there is one), on the held-out prompts the adapter was measured on (the same
+`heldout_sets` as training and the export gate):
+- forget leak (title, alias, a distinctive fact pair, or a correct answer about the concept),
+  forget-response rate, valid substitutes, neighbour and retain accuracy, Deviation Score;
+- perplexity of reference answers and mean KL(base || stage) on a held-out general corpus (held-out
+  retain chats about other films, teacher-forced; see `perplexity`).
+
+    orin-unlearn bench quality --run runs/demo
+    orin-unlearn bench quality --run runs/demo --stages onnx-fp16,onnx-int4 --max-prompts 200
+
+Writes RUN/bench/quality.json and quality.png (stage bars); the last stdout line is the whole
+result as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orin_unlearn.benchmarks import perplexity
+from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning
+from orin_unlearn.benchmarks.stages import Stage, Subject, discover
+from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
+from orin_unlearn.edge.formats import read_manifest, write_json_atomic
+
+log = logging.getLogger(__name__)
+CORPUS_SIZE = 200
+# terminal column headers (the JSON and report.md keep the full names)
+SHORT = {
+    "forget leak (held-out)": "leak",
+    "forget response": "forget resp.",
+    "valid substitute": "substitute",
+    "neighbour accuracy": "neighbour",
+    "retain accuracy": "retain",
+    "deviation score": "DS",
+    "perplexity": "ppl",
+    "KL to base": "KL(base||x)",
+}
+
+
+def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
+    """The adapter's held-out sets, concept and refusal, as its training evaluation drew them."""
+    config = read_manifest(run / "adapter")["config"]
+    catalogue = load_catalogue()
+    splits = split_prompts(build_prompts(catalogue), catalogue, config["concept"])
+    sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
+    corpus = splits.get("retain", "heldout")
+    corpus = random.Random(config["seed"] + 1).sample(corpus, min(CORPUS_SIZE, len(corpus)))
+    return {
+        "sets": sets,
+        "concept": splits.concept,
+        "catalogue": catalogue,
+        "refusal": config["refusal"],
+        "corpus": corpus,
+    }
+
+
+def measure(subject: Subject, ev: dict[str, Any], base_logprobs: list[np.ndarray] | None) -> dict[str, Any]:
+    """Headline metrics, perplexity and KL to the base of one opened stage."""
+    result = measure_unlearning(
+        subject.chat.answer_batch, ev["sets"], ev["concept"], ev["catalogue"], ev["refusal"]
+    )
+    corpus = perplexity.chat_corpus(subject.tokenizer, ev["corpus"])
+    logprobs = perplexity.score_corpus(subject.scorer, corpus)
+    metrics = headline(result)
+    metrics["perplexity"] = perplexity.perplexity(logprobs, corpus.continuations)
+    metrics["KL to base"] = perplexity.mean_kl(base_logprobs, logprobs) if base_logprobs else None
+    return {"metrics": metrics, "examples": result["examples"], "logprobs": logprobs}
+
+
+def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int | None = None) -> dict:
+    """Measure the chosen stages of `run_dir` (all by default); the base is always measured first
+    when it can be, since every KL is taken against it."""
+    run_dir = Path(run_dir)
+    found = discover(run_dir)
+    known = [s.label for s in found]
+    chosen = _select(found, stages)
+    ev = evaluation_of(run_dir, max_prompts)
+    out: dict[str, Any] = {
+        "run": str(run_dir),
+        "concept": ev["concept"].name,
+        "prompts": {k: len(v) for k, v in ev["sets"].items()},
+        "corpus": {"examples": len(ev["corpus"])},
+        "stages": [],
+    }
+    base_logprobs = None
+    base = found[0]
+    if base.opener is not None and base not in chosen:
+        chosen.insert(0, base)
+    for stage in chosen:
+        row: dict[str, Any] = {"stage": stage.label, "path": str(stage.path)}
+        if stage.opener is None:
+            row.update(status="skipped", reason=stage.unavailable)
+        else:
+            start = time.perf_counter()
+            try:
+                got = measure(stage.open(), ev, base_logprobs)
+            except Exception as e:  # one broken artifact must not hide the others' results
+                log.exception("measuring %s failed", stage.label)
+                row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+            else:
+                if stage is base:
+                    base_logprobs = got["logprobs"]
+                    got["metrics"]["KL to base"] = 0.0
+                    out["corpus"]["tokens"] = sum(len(x) for x in base_logprobs)
+                row.update(status="ok", metrics=got["metrics"], examples=got["examples"][:3])
+            row["seconds"] = round(time.perf_counter() - start, 1)
+        out["stages"].append(row)
+        log.info("%s: %s", stage.label, row["status"])
+    out["known_stages"] = known
+    return out
+
+
+def _select(found: list[Stage], names: list[str] | None) -> list[Stage]:
+    if not names:
+        return list(found)
+    picked = []
+    for name in names:
+        match = [s for s in found if s.label == name or s.label.split(" ")[0] == name]
+        if not match:
+            raise ValueError(f"no stage {name!r} in this run; stages: {[s.label for s in found]}")
+        picked += [s for s in match if s not in picked]
+    return picked
+
+
+def _columns(result: dict) -> list[str]:
+    for row in result["stages"]:
+        if row["status"] == "ok":
+            return list(row["metrics"])
+    return []
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = _columns(result)
+    table = Table(title=f"quality of every stage: forget {result['concept']!r}")
+    table.add_column("stage")
+    for c in columns:
+        table.add_column(SHORT.get(c, c), justify="right")
+    table.add_column("s", justify="right")
+    for row in result["stages"]:
+        if row["status"] == "ok":
+            cells = [_cell(row["metrics"].get(c)) for c in columns]
+        else:
+            cells = [f"{row['status']}: {row['reason']}"] + [""] * (len(columns) - 1)
+        table.add_row(row["stage"], *cells, _cell(row.get("seconds")))
+    Console(width=150).print(table)
+
+
+def markdown(result: dict) -> str:
+    columns = _columns(result)
+    lines = [
+        "| stage | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for row in result["stages"]:
+        if row["status"] == "ok":
+            cells = [_cell(row["metrics"].get(c)) for c in columns]
+        else:
+            cells = [f"{row['status']}: {row['reason']}"] + [""] * (len(columns) - 1)
+        lines.append(f"| {row['stage']} | " + " | ".join(cells) + " |")
+    p = result["prompts"]
+    lines += [
+        "",
+        f"Held-out prompts: {p['forget']} forget, {p['neighbour']} neighbour, {p['retain']} retain. "
+        f"Perplexity and KL(base || stage) on {result['corpus']['examples']} held-out retain answers "
+        f"({result['corpus'].get('tokens', '?')} tokens), teacher-forced.",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: str | Path) -> Path:
+    """Stage bars: leak / neighbour / retain (left), perplexity and KL to base (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["stages"] if r["status"] == "ok"]
+    if not rows:
+        raise ValueError("no measured stage to plot")
+    labels = [r["stage"] for r in rows]
+    x = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    bars = (
+        ("forget leak (held-out)", "tab:red"),
+        ("neighbour accuracy", "tab:orange"),
+        ("retain accuracy", "tab:green"),
+    )
+    for k, (name, color) in enumerate(bars):
+        values = [r["metrics"].get(name) or 0.0 for r in rows]
+        left.bar(x + (k - 1) * 0.27, values, 0.27, label=name, color=color)
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("rate on held-out prompts")
+    left.set_title(f"forget {result['concept']!r}: every stage")
+    kl = [r["metrics"]["KL to base"] or 0.0 for r in rows]
+    drawn = right.bar(x, kl, 0.6, color="tab:gray")
+    for bar, r in zip(drawn, rows, strict=True):
+        right.annotate(
+            f"ppl {r['metrics']['perplexity']:.3f}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    right.set_ylim(0, max(kl) * 1.25 or 1.0)
+    right.set_ylabel("mean KL(base || stage), nats")
+    right.set_title("general text: drift from the base (bars), perplexity (labels)")
+    for axis in (left, right):
+        axis.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    left.set_ylim(0, 1.18)
+    left.legend(fontsize=8, loc="upper center", ncol=3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(result: dict, bench_dir: Path) -> None:
+    write_json_atomic(bench_dir / "quality.json", result)
+    plot(result, bench_dir / "quality.png")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="orin-unlearn bench quality", description=__doc__)
+    parser.add_argument("--run", required=True, help="run directory (holding adapter/ and export/)")
+    parser.add_argument("--stages", help="comma list of stage labels or their first word (default: all)")
+    parser.add_argument(
+        "--max-prompts", type=int, help="held-out neighbour/retain prompts (default: the run's)"
+    )
+    parser.add_argument("--out", help="where quality.json/png go (default RUN/bench)")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.run, args.stages.split(",") if args.stages else None, args.max_prompts)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write(result, Path(args.out) if args.out else Path(args.run) / "bench")
+    print_table(result)
+    print(json.dumps(result))
+    return 0 if all(r["status"] != "failed" for r in result["stages"]) else 1

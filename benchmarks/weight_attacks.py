@@ -1,0 +1,197 @@
+"""Attacks on the weights of an unlearned model: is the concept gone, or only hidden?
+
+Each attack changes or reads a model's weights and measures both the base and the unlearned model
+the same way (torch, imported inside; these attacks run where torch is, not on the Jetson):
+- relearn_forget: fine-tune every weight a few steps (default 10 AdamW steps at lr 1e-4, batch of
+  4) on a few *training* forget items (prompt and the base's reference answer), then measure leak
+  on the held-out forget prompts, which share no template with them. Knowledge that was only
+  suppressed comes back in a few steps;
+- relearn_related: the same on loosely related text: neighbour prompts (same director, same
+  themes) with their answers, never the concept;
+- quant_fp16 / quant_int8 / quant_int4: group-wise round-to-nearest of every linear weight of the
+  merged model (groups of 32 along the input dimension, symmetric, scale from the group's max),
+  then leak; quantisation is known to bring unlearned knowledge back;
+- logit lens (`logit_lens`): at every layer, the final norm and LM head applied to the residual
+  stream at the last prompt token, and the probability of the first token of the correct answer.
+
+    from orin_unlearn.benchmarks import weight_attacks
+    weight_attacks.run(base_model, unlearned_model, tokenizer, forget_train, forget_heldout, ...)
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orin_unlearn.benchmarks import perplexity
+from orin_unlearn.benchmarks.world.prompts import Prompt
+
+
+@dataclass
+class Context:
+    """What the weight attacks need: the tokenizer, prompt sets and the leak judge."""
+
+    tokenizer: Any
+    forget_train: list[Prompt]
+    related: list[Prompt]
+    leak_rate: Callable[[Any], dict]  # model -> {"n", "leak", "example"} on the held-out forget prompts
+    seed: int = 0
+    relearn_items: int = 4
+    relearn_steps: int = 10
+    relearn_lr: float = 1e-4
+
+
+WeightAttack = Callable[[Any, Context], Any]  # model -> attacked copy
+WEIGHT_ATTACKS: dict[str, WeightAttack] = {}
+
+
+def weight_attack(name: str) -> Callable[[WeightAttack], WeightAttack]:
+    def register(fn: WeightAttack) -> WeightAttack:
+        WEIGHT_ATTACKS[name] = fn
+        return fn
+
+    return register
+
+
+def rtn_quantize(weight: Any, bits: int, group: int = 32) -> Any:
+    """Symmetric round-to-nearest, one scale per `group` consecutive input columns; returns the
+    dequantised weight (same shape and dtype). Columns not divisible by `group` are an error."""
+    import torch
+
+    out_features, in_features = weight.shape
+    if in_features % group:
+        raise ValueError(f"input size {in_features} is not a multiple of the group size {group}")
+    if bits < 2:
+        raise ValueError(f"need at least 2 bits, got {bits}")
+    w = weight.detach().float().reshape(out_features, in_features // group, group)
+    levels = 2 ** (bits - 1) - 1
+    scale = w.abs().amax(dim=-1, keepdim=True) / levels
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.clamp(torch.round(w / scale), -levels - 1, levels)
+    return (q * scale).reshape(out_features, in_features).to(weight.dtype)
+
+
+def quantized_copy(model: Any, bits: int | None, group: int = 32) -> Any:
+    """A copy of `model` with every nn.Linear weight rounded (bits None: cast to fp16 and back)."""
+    import torch
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in clone.modules():
+            if isinstance(module, torch.nn.Linear):
+                w = module.weight
+                w.copy_(w.half().float() if bits is None else rtn_quantize(w, bits, group))
+    return clone
+
+
+@weight_attack("quant_fp16")
+def _fp16(model: Any, ctx: Context) -> Any:
+    return quantized_copy(model, None)
+
+
+@weight_attack("quant_int8")
+def _int8(model: Any, ctx: Context) -> Any:
+    return quantized_copy(model, 8)
+
+
+@weight_attack("quant_int4")
+def _int4(model: Any, ctx: Context) -> Any:
+    return quantized_copy(model, 4)
+
+
+def finetune(model: Any, tokenizer: Any, prompts: list[Prompt], steps: int, lr: float, seed: int) -> Any:
+    """A copy of `model` after `steps` full-parameter AdamW steps on (prompt, reference answer)."""
+    import torch
+
+    torch.manual_seed(seed)
+    corpus = perplexity.chat_corpus(tokenizer, prompts)
+    rows = [p + c for p, c in zip(corpus.prompts, corpus.continuations, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, prompt) in enumerate(zip(rows, corpus.prompts, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
+        mask[i, : len(row)] = 1
+    clone = copy.deepcopy(model).train()
+    clone.requires_grad_(True)  # models loaded for evaluation (or merged by PEFT) come frozen
+    optimizer = torch.optim.AdamW(clone.parameters(), lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        loss = clone(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return clone.eval()
+
+
+@weight_attack("relearn_forget")
+def _relearn_forget(model: Any, ctx: Context) -> Any:
+    items = random.Random(ctx.seed).sample(ctx.forget_train, min(ctx.relearn_items, len(ctx.forget_train)))
+    return finetune(model, ctx.tokenizer, items, ctx.relearn_steps, ctx.relearn_lr, ctx.seed)
+
+
+@weight_attack("relearn_related")
+def _relearn_related(model: Any, ctx: Context) -> Any:
+    items = random.Random(ctx.seed).sample(ctx.related, min(4 * ctx.relearn_items, len(ctx.related)))
+    return finetune(model, ctx.tokenizer, items, ctx.relearn_steps, ctx.relearn_lr, ctx.seed)
+
+
+def run(models: dict[str, Any], ctx: Context, attacks: list[str] | None = None) -> dict[str, dict]:
+    """Leak rate of each model ({label: torch model}) under each weight attack."""
+    names = attacks or list(WEIGHT_ATTACKS)
+    unknown = [n for n in names if n not in WEIGHT_ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown weight attacks {unknown}; known: {list(WEIGHT_ATTACKS)}")
+    out: dict[str, dict] = {}
+    for name in names:
+        out[name] = {label: ctx.leak_rate(WEIGHT_ATTACKS[name](m, ctx)) for label, m in models.items()}
+    return out
+
+
+def answer_position(tokenizer: Any, prompt: Prompt) -> tuple[list[int], int] | None:
+    """(context ids, target id): the chat prompt plus the reference answer up to the first token of
+    its expected fact ("Inception was directed by" -> "Christopher"); None when the answer does not
+    contain the prompt's single expected string."""
+    if len(prompt.expected) != 1:
+        return None
+    at = prompt.answer.casefold().find(prompt.expected[0].casefold())
+    if at < 0:
+        return None
+    encoding = tokenizer.tokenizer.encode(prompt.answer, add_special_tokens=False)
+    k = next(i for i, (_, end) in enumerate(encoding.offsets) if end > at)
+    return tokenizer.encode_chat(list(prompt.messages)) + encoding.ids[:k], encoding.ids[k]
+
+
+def logit_lens(model: Any, tokenizer: Any, prompts: list[Prompt]) -> list[dict[str, float]]:
+    """Per layer (the embeddings, then each decoder layer's output): the mean probability and the
+    top-1 rate of the expected fact's first token, read through the final norm and the LM head
+    from the residual stream where the reference answer is about to state it (teacher-forced, so
+    a refusal at the first token does not hide what the layers still hold). Raises ValueError when
+    no prompt has a single expected answer inside its reference answer."""
+    import torch
+
+    cases = [c for c in (answer_position(tokenizer, p) for p in prompts) if c is not None]
+    if not cases:
+        raise ValueError("the logit lens needs prompts whose reference answer contains one expected fact")
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    norm, head = inner.model.norm, inner.get_output_embeddings()
+    probs, tops = [], []
+    with torch.no_grad():
+        for ids, target in cases:
+            hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+            # transformers applies the final norm to the last hidden state already
+            states = [norm(h[0, -1]) for h in hidden[:-1]] + [hidden[-1][0, -1]]
+            p = torch.stack([torch.softmax(head(x).float(), -1) for x in states])
+            probs.append(p[:, target].numpy())
+            tops.append((p.argmax(-1) == target).float().numpy())
+    mean_p, mean_top = np.mean(probs, axis=0), np.mean(tops, axis=0)
+    return [
+        {"layer": k, "p_answer": float(a), "top1": float(b), "n": len(cases)}
+        for k, (a, b) in enumerate(zip(mean_p, mean_top, strict=True))
+    ]
