@@ -96,7 +96,8 @@ def probe(
     model, tokenizer: ChatTokenizer, sets: dict[str, Sequence[Example]], batch_size: int, progress=None
 ) -> dict:
     """Per set: mean/var of neuron activations at answer positions, mean at the last prompt token,
-    and the mean residual stream (each layer's output) at the last prompt token."""
+    and the mean residual stream at the last prompt token (transformers' hidden states: each layer's
+    output, except the last layer's, which comes after the final RMSNorm)."""
     device = next(model.parameters()).device
     out: dict[str, torch.Tensor] = {}
     for name, examples in sets.items():
