@@ -10,6 +10,7 @@ TensorRT engine where there is one), on the held-out prompts the adapter was mea
 
     orin-unlearn bench quality --run runs/demo
     orin-unlearn bench quality --run runs/demo --stages onnx-fp16,onnx-int4 --max-prompts 200
+    orin-unlearn bench quality --model runs/demo/export/onnx-int4      # one stage (and the base)
 
 Writes RUN/bench/quality.json and quality.png (stage bars); the last stdout line is the whole
 result as one JSON object.
@@ -120,6 +121,19 @@ def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int |
         log.info("%s: %s", stage.label, row["status"])
     out["known_stages"] = known
     return out
+
+
+def stage_of(folder: Path) -> tuple[Path, str]:
+    """(run directory, stage label) of a stage folder: the run is the nearest parent holding an
+    adapter; ValueError when there is none or the folder is no stage of it."""
+    folder = folder.resolve()
+    for parent in folder.parents:
+        if (parent / "adapter" / "manifest.json").is_file():
+            for stage in discover(parent):
+                if stage.path.resolve() == folder and stage.opener is not None:
+                    return parent, stage.label
+            raise ValueError(f"{folder} is not a stage of the run {parent} that can be opened here")
+    raise ValueError(f"{folder} is not inside a run directory (no parent holds adapter/manifest.json)")
 
 
 def _select(found: list[Stage], names: list[str] | None) -> list[Stage]:
@@ -244,7 +258,9 @@ def write(result: dict, bench_dir: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orin-unlearn bench quality", description=__doc__)
-    parser.add_argument("--run", required=True, help="run directory (holding adapter/ and export/)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--run", help="run directory (holding adapter/ and export/): every stage")
+    where.add_argument("--model", help="one stage folder inside a run, e.g. runs/demo/export/onnx-int4")
     parser.add_argument("--stages", help="comma list of stage labels or their first word (default: all)")
     parser.add_argument(
         "--max-prompts", type=int, help="held-out neighbour/retain prompts (default: the run's)"
@@ -252,6 +268,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="where quality.json/png go (default RUN/bench)")
     args = parser.parse_args(argv)
     try:
+        if args.model:
+            args.run, label = stage_of(Path(args.model))
+            args.stages = label
         result = run(args.run, args.stages.split(",") if args.stages else None, args.max_prompts)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

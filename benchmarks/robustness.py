@@ -13,8 +13,9 @@ Attacks (one registry; adding one is one decorated function):
     orin-unlearn bench robustness --model runs/demo/export/onnx-fp16 --base tiny --concept Inception
 
 With `--run`, the weight attacks of `weight_attacks` (relearning on forget items and on related
-text, round-to-nearest fp16/int8/int4 of the merged weights) and the per-layer logit lens run on
-the torch base and the run's merged fp32 model as well:
+text, round-to-nearest fp16/int8/int4 of the merged weights), the per-layer logit lens and the
+linear director probe of `knowledge_probe` run on the torch base and the run's merged fp32 model
+as well:
 
     orin-unlearn bench robustness --run runs/demo
 
@@ -139,10 +140,15 @@ def run(models: dict[str, Any], concept_name: str, attacks: list[str] | None = N
 
 
 def run_weights(
-    base: Any, unlearned: Any, tokenizer: Any, concept_name: str, attacks: list[str] | None = None
+    models: dict[str, Any],
+    tokenizer: Any,
+    concept_name: str,
+    attacks: list[str] | None = None,
+    readouts: bool = True,
 ) -> dict[str, Any]:
-    """Weight attacks and the logit lens on two torch models, on the held-out forget prompts."""
-    from orin_unlearn.benchmarks import weight_attacks
+    """Weight attacks on torch models ({label: model}), leak on the held-out forget prompts; with
+    `readouts`, the logit lens and the director probe too."""
+    from orin_unlearn.benchmarks import knowledge_probe, weight_attacks
     from orin_unlearn.edge.backends.torch_backend import TorchChat
 
     catalogue = load_catalogue()
@@ -156,12 +162,22 @@ def run_weights(
     ctx = weight_attacks.Context(
         tokenizer, splits.get("forget", "train"), splits.get("neighbour", "train"), leak_rate
     )
-    models = {"base": base, "unlearned": unlearned}
-    return {
+    out: dict[str, Any] = {
         "attacks": weight_attacks.run(models, ctx, attacks),
-        "logit_lens": {k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()},
         "relearn": {"items": ctx.relearn_items, "steps": ctx.relearn_steps, "lr": ctx.relearn_lr},
     }
+    if not readouts:
+        return out
+    out["logit_lens"] = {k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()}
+    try:
+        every = build_prompts(catalogue)
+        out["director_probe"] = {
+            k: knowledge_probe.director_probe(m, tokenizer, catalogue, splits.concept, every)
+            for k, m in models.items()
+        }
+    except ValueError as e:  # a director concept, or too few films to learn from
+        out["director_probe"] = {"skipped": str(e)}
+    return out
 
 
 def plot(result: dict[str, Any], path: str | Path) -> Path:
@@ -175,7 +191,9 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     names = list(result["attacks"])
     labels = list(next(iter(result["attacks"].values())))
     lens = result.get("logit_lens")
-    fig, axes = plt.subplots(1, 2 if lens else 1, figsize=(13 if lens else 8, 4.6), squeeze=False)
+    probe = {k: v for k, v in result.get("director_probe", {}).items() if k != "skipped"}
+    panels = 1 + bool(lens) + bool(probe)
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.6), squeeze=False)
     bars = axes[0][0]
     x, width = np.arange(len(names)), 0.8 / len(labels)
     for k, label in enumerate(labels):
@@ -196,6 +214,28 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylim(0, 1.05)
         ax.set_title("logit lens: does the residual stream still hold the fact?")
         ax.legend(fontsize=8)
+    if probe:
+        ax = axes[0][-1]
+        for label, rows in probe.items():
+            layers = [r["layer"] for r in rows]
+            ax.plot(
+                layers,
+                [r["concept_as_director"] for r in rows],
+                marker="o",
+                label=f"{label}: concept read as director's",
+            )
+            ax.plot(
+                layers,
+                [r["val_accuracy"] for r in rows],
+                ls="--",
+                marker=".",
+                label=f"{label}: accuracy on unseen films",
+            )
+        ax.set_xticks(layers)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("linear probe: is the concept still its director's?")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,6 +293,28 @@ def markdown(result: dict[str, Any]) -> str:
         for k in range(len(lens[models[0]])):
             cells = [f"{lens[m][k]['p_answer']:.3f} / {lens[m][k]['top1']:.2f}" for m in models]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    probe = result.get("director_probe")
+    if probe and "skipped" in probe:
+        lines += ["", f"Director probe: skipped ({probe['skipped']})."]
+    elif probe:
+        models = list(probe)
+        first = probe[models[0]][0]
+        lines += [
+            "",
+            f"Linear probe per layer (logistic regression on the residual stream at the last prompt token of "
+            f"year / lead / plot questions, {first['n_train']} prompts about the director's other films and "
+            f"same-era films by others): accuracy on films it never saw / share of the "
+            f"{first['n_concept']} questions about the concept it reads as the director's.",
+            "",
+            "| layer | " + " | ".join(f"{m} accuracy / concept" for m in models) + " |",
+            "|---|" + "---|" * len(models),
+        ]
+        for k in range(len(probe[models[0]])):
+            cells = [
+                f"{probe[m][k]['val_accuracy']:.2f} / {probe[m][k]['concept_as_director']:.2f}"
+                for m in models
+            ]
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -276,7 +338,7 @@ def run_run(run_dir: str | Path, model: str | Path | None = None, weights: bool 
     result["models"] = {"base": f"{base_dir} (torch fp32)", "unlearned (prompt attacks)": str(graph)}
     if weights:
         merged = load_unlearned(base_dir, adapter_chain(run_dir), "merge")
-        extra = run_weights(base, merged, tokenizer, concept)
+        extra = run_weights({"base": base, "unlearned": merged}, tokenizer, concept)
         result["attacks"].update(extra.pop("attacks"))
         result.update(extra)
         result["models"]["unlearned (weight attacks)"] = "base + adapters merged in fp32 (torch)"

@@ -124,7 +124,7 @@ def _analysis(run: Path) -> tuple[dict, list[dict]]:
     return row, cli.sections(summary)
 
 
-def _quality(run: Path) -> tuple[dict, dict]:
+def _quality(run: Path) -> tuple[dict, dict, dict]:
     """Every stage of the run on the same held-out prompts and general corpus: the headline."""
     from orin_unlearn.benchmarks import quality_bench
     from orin_unlearn.benchmarks.report import QUALITY_TITLE
@@ -151,7 +151,7 @@ def _quality(run: Path) -> tuple[dict, dict]:
         "first": True,
         "images": ["bench/quality.png"],
     }
-    return row, section
+    return result, row, section
 
 
 def _kiosk(run: Path) -> tuple[dict, dict]:
@@ -245,6 +245,7 @@ def _robustness(run: Path) -> tuple[dict, dict]:
 
 
 def main(argv: list[str]) -> int:
+    from orin_unlearn.benchmarks import quality_bench
     from orin_unlearn.benchmarks.report import print_summary, write_report
     from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
 
@@ -267,7 +268,7 @@ def main(argv: list[str]) -> int:
     stages.append(analysis_row)
     sections += analysis_sections
     stages += _export(run)
-    quality_row, quality_section = _quality(run)
+    quality, quality_row, quality_section = _quality(run)
     stages.append(quality_row)
     sections.insert(0, quality_section)
     serve_row, kiosk_section = _kiosk(run)
@@ -287,6 +288,7 @@ def main(argv: list[str]) -> int:
     }
     md, js = write_report(run, summary)
     print_summary(summary)
+    quality_bench.print_table(quality)
     print(f"report: {md} {js}")
     print(json.dumps(summary))
     return 0 if all(s["status"] != "failed" for s in stages) else 1

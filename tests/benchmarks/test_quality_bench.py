@@ -60,6 +60,20 @@ def test_stage_table_measures_forgetting_and_drift(measured, capsys):
     assert engine["status"] == "skipped" and "engine" in engine["reason"]
 
 
+def test_one_stage_by_its_folder_and_the_last_line_contract(exported_run, tmp_path, capsys):
+    run, _ = exported_run
+    code = quality_bench.main(
+        ["--model", str(run / "export" / "onnx-int8"), "--max-prompts", "10", "--out", str(tmp_path)]
+    )
+    assert code == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == json.loads((tmp_path / "quality.json").read_text())
+    assert [r["stage"] for r in last["stages"]] == ["base (torch fp32)", "onnx-int8"]  # KL needs the base
+    assert last["stages"][1]["metrics"]["KL to base"] > 0
+    assert quality_bench.main(["--model", str(tmp_path)]) == 2
+    assert "not inside a run directory" in capsys.readouterr().err
+
+
 def test_unknown_stage_and_non_run_are_usage_errors(exported_run, tmp_path, capsys):
     run, _ = exported_run
     assert quality_bench.main(["--run", str(run), "--stages", "onnx-fp8"]) == 2

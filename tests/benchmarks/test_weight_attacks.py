@@ -130,4 +130,7 @@ def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_
     assert attacks["quant_fp16"]["unlearned"]["leak"] <= 0.05  # fp16 rounding keeps the update
     lens = result["logit_lens"]
     assert lens["unlearned"][-1]["p_answer"] < lens["base"][-1]["p_answer"]
-    assert "Logit lens" in robustness.markdown(result)
+    probe = result["director_probe"]
+    assert probe["base"][-1]["concept_as_director"] >= 0.9 and len(probe["unlearned"]) == len(lens["base"])
+    text = robustness.markdown(result)
+    assert "Logit lens" in text and "Linear probe" in text

@@ -1,15 +1,19 @@
 """Compare the masked LoRA with LUNAR (activation redirection, train/unlearn/lunar.py), an unmasked
 LoRA and full-parameter training (what the published notebooks did) on the same data. The LoRA and
 full-parameter runs share the masked LoRA's loss and steps; LUNAR fits its own objective with its
-`lunar_*` settings.
+`lunar_*` settings. Each trained model (merged) also faces two weight attacks of
+`benchmarks.weight_attacks`: relearning (10 steps on 4 training forget items) and int4
+round-to-nearest, with the held-out forget leak after each.
 
     orin-unlearn unlearn compare --config train/configs/demo_tiny.yaml --out runs/demo
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -38,17 +42,55 @@ def compare(
         raise ValueError(
             f"cannot compare methods {unknown}; choose from {[m for m in LABELS if m != 'masked_lora']}"
         )
-    results = {"masked_lora": masked or run_unlearning(dataclasses.replace(cfg, method="masked_lora"), run)}
+
+    def attacked(model: Any, tokenizer: Any) -> dict:
+        return attack_leaks(model, tokenizer, cfg.concept)
+
+    results = {
+        "masked_lora": masked
+        or run_unlearning(dataclasses.replace(cfg, method="masked_lora"), run, after_training=attacked)
+    }
+    if "after_training" not in results["masked_lora"]:  # a result of `orin-unlearn unlearn`: reload it
+        from orin_unlearn.edge.adapters import load_unlearned
+        from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+        model = load_unlearned(cfg.base, [*cfg.previous_adapters, Path(run) / "adapter"], "merge")
+        base_dir = adapters_base(cfg.base)
+        results["masked_lora"]["after_training"] = attacked(model, ChatTokenizer(base_dir))
     for method in methods:
-        results[method] = run_unlearning(dataclasses.replace(cfg, method=method), run, save=False)
+        results[method] = run_unlearning(
+            dataclasses.replace(cfg, method=method), run, save=False, after_training=attacked
+        )
     summary = {m: summary_row(r) for m, r in results.items()}
     write_json_atomic(Path(run) / "compare.json", summary)
     return summary
 
 
+def adapters_base(base: str) -> Path:
+    from orin_unlearn.edge.adapters import resolve_base
+
+    return resolve_base(base)
+
+
+def attack_leaks(model: Any, tokenizer: Any, concept: str) -> dict:
+    """Held-out forget leak of the (merged) model after relearning and after int4 rounding."""
+    from orin_unlearn.benchmarks import robustness
+
+    merged = copy.deepcopy(model)
+    if hasattr(merged, "merge_and_unload"):  # a PEFT model: fold the adapter in first
+        merged = merged.merge_and_unload()
+    attacks = robustness.run_weights(
+        {"unlearned": merged}, tokenizer, concept, ["relearn_forget", "quant_int4"], readouts=False
+    )
+    return {name: per["unlearned"]["leak"] for name, per in attacks["attacks"].items()}
+
+
 def summary_row(r: dict) -> dict:
-    """The after-unlearning metrics of one run, with the base's retain/neighbour and the cost."""
+    """The after-unlearning metrics of one run, with the base's retain/neighbour, the leak after
+    the weight attacks (when measured) and the cost."""
     row = headline(r["after"])
+    for name, leak in r.get("after_training", {}).items():
+        row[f"leak after {name}"] = leak
     row["base retain accuracy"] = metric(r["before"], ("retain", "accuracy"))
     row["base neighbour accuracy"] = metric(r["before"], ("neighbour", "accuracy"))
     row["trainable params"] = r["parameters"]["effective"]

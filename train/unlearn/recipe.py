@@ -285,8 +285,16 @@ def save_reference_logits(s: Session, model, path: Path) -> None:
     )
 
 
-def run_unlearning(cfg: UnlearnConfig, run: str | Path, save: bool = True, until: str = "train") -> dict:
-    """Run the stages up to `until` (probe | score | mask | train); returns the results."""
+def run_unlearning(
+    cfg: UnlearnConfig,
+    run: str | Path,
+    save: bool = True,
+    until: str = "train",
+    after_training: Callable[[torch.nn.Module, ChatTokenizer], dict] | None = None,
+) -> dict:
+    """Run the stages up to `until` (probe | score | mask | train); returns the results.
+    `after_training(model, tokenizer)` may add measurements of the trained model (e.g. attacks);
+    its dict goes into the results under "after_training"."""
     start = time.time()
     s = setup(cfg, run)
     (s.run / "probe").mkdir(parents=True, exist_ok=True)
@@ -324,6 +332,8 @@ def run_unlearning(cfg: UnlearnConfig, run: str | Path, save: bool = True, until
         results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
     results["before"], results["after"] = before, measure(model, s.tokenizer, s.data, cfg)
     results["wall_s"] = round(time.time() - start, 1)
+    if after_training is not None:
+        results["after_training"] = after_training(model, s.tokenizer)
     results["ok"] = True
     if save and cfg.method != "full":
         save_adapter(s, model, mask, results)

@@ -1,0 +1,44 @@
+"""The linear director probe: the regression on hand-made data, its refusals, and what it reads
+from the shipped base (which knows its directors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orin_unlearn.benchmarks.knowledge_probe import director_probe, fit_logistic, predict
+
+
+def test_logistic_regression_separates_two_clusters_and_generalises():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-1, 0.5, (50, 8)), rng.normal(1, 0.5, (50, 8))])
+    y = np.array([0.0] * 50 + [1.0] * 50)
+    fit = fit_logistic(x, y)
+    assert (predict(fit, x) == (y > 0.5)).mean() == 1.0
+    fresh = np.concatenate([rng.normal(-1, 0.5, (20, 8)), rng.normal(1, 0.5, (20, 8))])
+    assert (predict(fit, fresh) == np.array([False] * 20 + [True] * 20)).mean() >= 0.95
+    noise = rng.normal(0, 1, (100, 8))
+    labels = rng.integers(0, 2, 100).astype(float)
+    held = rng.normal(0, 1, (200, 8))
+    assert 0.3 < (predict(fit_logistic(noise, labels), held) == (rng.integers(0, 2, 200) > 0)).mean() < 0.7
+
+
+def test_probe_refuses_one_class_and_director_concepts(catalogue, prompts):
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(np.ones((4, 2)), np.ones(4))
+    with pytest.raises(ValueError, match="film concept"):
+        director_probe(None, None, catalogue, catalogue.concept("Christopher Nolan"), prompts)
+
+
+def test_the_base_carries_inception_as_a_nolan_film(catalogue, prompts, base_dir):
+    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+    rows = director_probe(
+        load_model(base_dir), ChatTokenizer(base_dir), catalogue, catalogue.concept("Inception"), prompts
+    )
+    assert [r["layer"] for r in rows] == list(range(5))
+    # the embeddings at the last prompt token are the chat template's: nothing to read there
+    assert rows[0]["val_accuracy"] == 0.5
+    assert rows[-1]["val_accuracy"] >= 0.8  # generalises to Nolan films it never trained on
+    assert rows[-1]["concept_as_director"] >= 0.9

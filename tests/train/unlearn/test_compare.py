@@ -1,0 +1,40 @@
+"""The comparison's attack columns: leak after relearning and int4 rounding, PEFT models merged first."""
+
+from __future__ import annotations
+
+import pytest
+
+from orin_unlearn.train.unlearn.compare import attack_leaks, summary_row
+
+
+@pytest.fixture(scope="module")
+def base(base_dir):
+    from orin_unlearn.edge.adapters import load_model
+
+    return load_model(base_dir)
+
+
+def test_the_base_leaks_after_both_attacks_and_a_fresh_lora_is_the_base(base, base_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+
+    tok = ChatTokenizer(base_dir)
+    plain = attack_leaks(base, tok, "Inception")
+    assert set(plain) == {"relearn_forget", "quant_int4"}
+    assert plain["quant_int4"] >= 0.8 and plain["relearn_forget"] >= 0.8  # the base knows Inception
+    wrapped = get_peft_model(base, LoraConfig(r=2, target_modules=["down_proj"]))  # B = 0: no change yet
+    assert attack_leaks(wrapped, tok, "Inception") == plain
+
+
+def test_summary_row_carries_the_attack_leaks():
+    result = {
+        "after": {"forget": {"leak": 0.0}, "retain": {"accuracy": 0.9}},
+        "before": {"retain": {"accuracy": 0.92}, "neighbour": {"accuracy": 0.88}},
+        "parameters": {"effective": 10},
+        "wall_s": 1.0,
+        "after_training": {"relearn_forget": 0.5, "quant_int4": 0.0},
+    }
+    row = summary_row(result)
+    assert row["leak after relearn_forget"] == 0.5 and row["leak after quant_int4"] == 0.0
+    assert "leak after relearn_forget" not in summary_row({**result, "after_training": {}})
