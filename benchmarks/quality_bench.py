@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from orin_unlearn.benchmarks import perplexity
+from orin_unlearn.benchmarks import perplexity, plots
 from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning
 from orin_unlearn.benchmarks.stages import Stage, Subject, discover
 from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
@@ -204,11 +204,7 @@ def markdown(result: dict) -> str:
 
 def plot(result: dict, path: str | Path) -> Path:
     """Stage bars: leak / neighbour / retain (left), perplexity and KL to base (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     rows = [r for r in result["stages"] if r["status"] == "ok"]
     if not rows:
         raise ValueError("no measured stage to plot")
@@ -244,16 +240,12 @@ def plot(result: dict, path: str | Path) -> Path:
     left.set_ylim(0, 1.18)
     left.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def write(result: dict, bench_dir: Path) -> None:
     write_json_atomic(bench_dir / "quality.json", result)
-    plot(result, bench_dir / "quality.png")
+    plots.draw(plot, result, bench_dir / "quality.png")
 
 
 def main(argv: list[str]) -> int:

@@ -101,7 +101,7 @@ def bench_sections(run_dir: Path) -> list[dict]:
     order; a missing JSON gives no section."""
     import json
 
-    from orin_unlearn.benchmarks import latency, quality_bench, robustness
+    from orin_unlearn.benchmarks import latency, plots, quality_bench, robustness
 
     bench = run_dir / "bench"
     kinds = (
@@ -114,7 +114,7 @@ def bench_sections(run_dir: Path) -> list[dict]:
         path = bench / name
         if path.is_file():
             result = json.loads(path.read_text(encoding="utf-8"))
-            draw(result, path.with_suffix(".png"))
+            plots.draw(draw, result, path.with_suffix(".png"))
             image = f"bench/{path.with_suffix('.png').name}"
             sections.append({"title": title, "body": render(result), "first": first, "images": [image]})
     return sections

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orin_unlearn.benchmarks import plots
 from orin_unlearn.benchmarks.forgetting import leaks, names_concept
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, split_prompts
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
@@ -182,11 +183,9 @@ def run_weights(
 
 def plot(result: dict[str, Any], path: str | Path) -> Path:
     """Leak per attack for each model (bars), and the logit lens per layer when measured."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = plots.pyplot()
 
     names = list(result["attacks"])
     labels = list(next(iter(result["attacks"].values())))
@@ -237,11 +236,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         ax.set_title("linear probe: is the concept still its director's?")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -376,7 +371,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out) if args.out else (Path(args.run) / "bench" if args.run else None)
     if out is not None:
         write_json_atomic(out / "robustness.json", result)
-        plot(result, out / "robustness.png")
+        plots.draw(plot, result, out / "robustness.png")
     print_table(result)
     print(json.dumps(result))
     return 0

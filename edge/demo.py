@@ -190,7 +190,7 @@ def _kiosk(run: Path) -> tuple[dict, dict]:
 
 def _latency(run: Path) -> tuple[dict, dict]:
     """A small latency grid on the fp16 graph: TTFT, per-token times, the bandwidth limit."""
-    from orin_unlearn.benchmarks import latency
+    from orin_unlearn.benchmarks import latency, plots
     from orin_unlearn.benchmarks.report import LATENCY_TITLE
     from orin_unlearn.edge.formats import write_json_atomic
 
@@ -199,7 +199,7 @@ def _latency(run: Path) -> tuple[dict, dict]:
     latency.print_table(result)
     (run / "bench").mkdir(parents=True, exist_ok=True)
     write_json_atomic(run / "bench" / "latency.json", result)
-    latency.plot(result, run / "bench" / "latency.png")
+    plots.draw(latency.plot, result, run / "bench" / "latency.png")
     cell = result["cells"][-1]
     metrics = {
         f"ttft p50 ms ({cell['prompt_tokens']}-token prompt)": round(cell["ttft_ms"]["p50"], 1),
@@ -221,14 +221,14 @@ def _latency(run: Path) -> tuple[dict, dict]:
 def _robustness(run: Path) -> tuple[dict, dict]:
     """Leak rates of the base and the unlearned model under prompt attacks (on the shipped fp16
     graph) and weight attacks (relearning, quantisation; on the fp32 merge), and the logit lens."""
-    from orin_unlearn.benchmarks import robustness
+    from orin_unlearn.benchmarks import plots, robustness
     from orin_unlearn.benchmarks.report import ROBUSTNESS_TITLE
     from orin_unlearn.edge.formats import write_json_atomic
 
     result = robustness.run_run(run)
     robustness.print_table(result)
     write_json_atomic(run / "bench" / "robustness.json", result)
-    robustness.plot(result, run / "bench" / "robustness.png")
+    plots.draw(robustness.plot, result, run / "bench" / "robustness.png")
     metrics = {f"{name} leak": r["unlearned"]["leak"] for name, r in result["attacks"].items()}
     row = {
         "stage": "bench/robustness",

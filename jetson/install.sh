@@ -7,8 +7,9 @@
 #   1. a venv at DIR (default /opt/orin-unlearn/venv) made by JetPack's /usr/bin/python3 with
 #      --system-site-packages: JetPack installs TensorRT's Python bindings (python3-libnvinfer)
 #      into the system Python 3.10, and no pip wheel replaces them on a Jetson;
-#   2. this repository with the [serve] extra: the runtime (numpy, tokenizers, onnxruntime, onnx,
-#      pyyaml, rich, safetensors) plus fastapi / uvicorn for the kiosk. No torch, no training stack;
+#   2. this repository with the [serve,bench] extras: the runtime (numpy, tokenizers, onnxruntime,
+#      onnx, pyyaml, rich, safetensors), fastapi / uvicorn for the kiosk and matplotlib for the
+#      benchmark plots. No torch, no training stack;
 #   3. with --ort-gpu-index URL: onnxruntime-gpu in place of the CPU onnxruntime from PyPI. PyPI has
 #      no onnxruntime-gpu wheels for the Jetson (aarch64 + CUDA 12.6); NVIDIA's Jetson AI Lab index
 #      has them, e.g. --ort-gpu-index https://pypi.jetson-ai-lab.io/jp6/cu126 (see jetson/README.md);
@@ -74,8 +75,8 @@ echo "# 1. venv at $VENV (sees the system site-packages: TensorRT from JetPack)"
 run "$PYTHON" -m venv --system-site-packages "$VENV"
 run "$VENV/bin/python" -m pip install --upgrade pip
 
-echo "# 2. orin-unlearn with the [serve] extra"
-run "$VENV/bin/python" -m pip install "${REPO}[serve]"
+echo "# 2. orin-unlearn with the [serve,bench] extras"
+run "$VENV/bin/python" -m pip install "${REPO}[serve,bench]"
 
 if [ -n "$ORT_GPU_INDEX" ]; then
     echo "# 3. onnxruntime-gpu from $ORT_GPU_INDEX"

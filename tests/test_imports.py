@@ -43,6 +43,8 @@ MODULES = [
     "orin_unlearn.benchmarks.stages",
     "orin_unlearn.benchmarks.quality_bench",
     "orin_unlearn.benchmarks.weight_attacks",
+    "orin_unlearn.benchmarks.knowledge_probe",
+    "orin_unlearn.benchmarks.plots",
     "orin_unlearn.edge.preflight",
     "orin_unlearn.edge.telemetry",
     "orin_unlearn.edge.memory_budget",

@@ -54,16 +54,6 @@ def analysis(name: str) -> Callable[[Analysis], Analysis]:
     return register
 
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (imported only when plotting)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def fmt(value: float | None, digits: int = 3) -> str:
     """A number for a Markdown table; None (undefined) reads "undefined"."""
     return "undefined" if value is None else f"{value:.{digits}f}"

@@ -17,7 +17,8 @@ import numpy as np
 
 from orin_unlearn.benchmarks.analysis.context import RunContext
 from orin_unlearn.benchmarks.analysis.ranks import spearman
-from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt, pyplot
+from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt
+from orin_unlearn.benchmarks.plots import pyplot, save
 
 TITLE = "Layer sensitivity (gradient norm, saliency, Fisher)"
 
@@ -95,6 +96,5 @@ def plot(result: dict, path) -> list[str]:
     rho = f"Spearman(saliency, Fisher): layers {fmt(result['spearman_layers'])}, neurons {fmt(result['spearman_neurons'])}"
     fig.suptitle(rho, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
     return list(drawn)

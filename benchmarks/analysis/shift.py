@@ -15,7 +15,8 @@ import json
 import numpy as np
 
 from orin_unlearn.benchmarks.analysis.context import RunContext
-from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, pyplot
+from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis
+from orin_unlearn.benchmarks.plots import pyplot, save
 
 TITLE = "Activation shift at the chosen layers (before vs after unlearning)"
 SETS = ("forget", "neighbour", "retain")
@@ -125,5 +126,4 @@ def _plot(acts: dict, sets: np.ndarray, layers: list[int], per_layer: dict, path
         ax.set_title(f"layer {layer}: distance moved", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

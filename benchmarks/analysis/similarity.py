@@ -17,7 +17,8 @@ import numpy as np
 
 from orin_unlearn.benchmarks.analysis.context import RunContext
 from orin_unlearn.benchmarks.analysis.ranks import spearman
-from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt, pyplot
+from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt
+from orin_unlearn.benchmarks.plots import pyplot, save
 
 TITLE = "Semantic vs activation similarity (per layer)"
 PROMPTS_PER_SET = 16
@@ -110,5 +111,4 @@ def _plot(sem: np.ndarray, acts: dict, rho: dict, sets: list[str], path) -> None
             ax.set_yticks([])
     fig.suptitle("Pairwise similarity: forget | neighbour | retain blocks", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

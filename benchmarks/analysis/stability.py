@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from orin_unlearn.benchmarks.analysis.context import RunContext
-from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt, pyplot
+from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt
+from orin_unlearn.benchmarks.plots import pyplot, save
 from orin_unlearn.benchmarks.world import Prompt
 
 TITLE = "Prompt-perturbation stability (answers across paraphrases)"
@@ -122,5 +123,4 @@ def _plot(rows: list[dict], path) -> None:
     ax.legend(loc="lower right")
     ax.set_title("Answer changes across paraphrases: before (grey), after (coloured by set)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

@@ -10,6 +10,7 @@ import torch
 
 from orin_unlearn.benchmarks import robustness, weight_attacks
 from orin_unlearn.benchmarks.weight_attacks import answer_position, finetune, quantized_copy, rtn_quantize
+from tests.models import tiny_qwen2
 
 
 def test_round_to_nearest_keeps_grid_values_and_bounds_the_error():
@@ -35,20 +36,7 @@ def test_groups_have_their_own_scale():
 
 
 def _tiny_lm():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=4096 + 8,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    return tiny_qwen2(4096 + 8, hidden=64, intermediate=128, max_positions=256, tie=True)
 
 
 def test_quantised_copy_rounds_linear_weights_only():

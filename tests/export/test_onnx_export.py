@@ -5,29 +5,18 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM
 
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtDecoder, left_pad, positions_of
 from orin_unlearn.export import onnx_graph, validate
 from orin_unlearn.export.onnx_export import export_onnx
+from tests.models import tiny_qwen2
 
 VOCAB = 96
 
 
 def tiny_model() -> Qwen2ForCausalLM:
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    return tiny_qwen2(VOCAB, tie=True)
 
 
 @pytest.fixture(scope="module")

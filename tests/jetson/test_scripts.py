@@ -89,7 +89,7 @@ def test_install_dry_run_prints_the_venv_and_wheel_sources(tmp_path):
     steps = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
     venv = tmp_path / "venv"
     assert steps[0] == f"/usr/bin/python3 -m venv --system-site-packages {venv}"
-    assert f"{venv}/bin/python -m pip install {REPO}[serve]" in steps
+    assert f"{venv}/bin/python -m pip install {REPO}[serve,bench]" in steps
     assert steps.index(f"{venv}/bin/python -m pip uninstall --yes onnxruntime") < steps.index(
         f"{venv}/bin/python -m pip install --extra-index-url {index} onnxruntime-gpu"
     )

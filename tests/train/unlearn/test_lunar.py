@@ -21,6 +21,7 @@ from orin_unlearn.train.unlearn import lunar, masked_lora
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.model_access import weight_digests
 from orin_unlearn.train.unlearn.probe import with_positions
+from tests.models import tiny_qwen2
 
 LAYER, COEFF = 1, 1.0
 
@@ -83,19 +84,7 @@ def world():
 
 def tiny_model():
     """A random 3-layer Qwen2 that fits the shipped tokenizer (for the capture mechanics)."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=4096,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    return Qwen2ForCausalLM(config).eval()
+    return tiny_qwen2(4096, layers=3, max_positions=256)
 
 
 def residual_rows(model, tokenizer, examples, positions: str, layer: int = LAYER) -> torch.Tensor:

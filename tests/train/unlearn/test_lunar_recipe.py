@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from orin_unlearn.edge import adapters
@@ -17,6 +16,7 @@ from orin_unlearn.edge.formats import read_manifest
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.mask import load_mask
 from orin_unlearn.train.unlearn.recipe import run_unlearning
+from tests.models import assert_vanilla_reload_matches
 
 CONFIG = Path(__file__).resolve().parents[3] / "train" / "configs" / "demo_tiny_lunar.yaml"
 SMALL = ["probe_max_prompts=16", "eval_max_prompts=8", "lunar_steps=60"]
@@ -56,14 +56,6 @@ def test_base_untouched_mask_held_and_update_fitted(lunar_run):
 
 
 def test_vanilla_peft_reload_and_chain_check(lunar_run):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     _, run, _ = lunar_run
-    base = AutoModelForCausalLM.from_pretrained(adapters.resolve_base("tiny"))
-    model = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
-    ref = load_file(str(run / "adapter" / "reference_logits.safetensors"))
-    with torch.no_grad():
-        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
-    assert torch.allclose(logits, ref["logits"], atol=1e-5, rtol=0)
+    assert_vanilla_reload_matches(run / "adapter")
     adapters.check_chain(adapters.resolve_base("tiny"), [run / "adapter"])  # raises on a mismatch

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from orin_unlearn.edge import adapters
 from orin_unlearn.train.unlearn.mask import load_mask
 from orin_unlearn.train.unlearn.recipe import run_unlearning
+from tests.models import assert_vanilla_reload_matches
 
 pytestmark = pytest.mark.slow
 
@@ -94,16 +95,8 @@ def test_shipped_base_untouched_on_disk(first):
 
 
 def test_vanilla_peft_reload_gives_training_time_logits(first):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     _, run, _ = first
-    base = AutoModelForCausalLM.from_pretrained(adapters.resolve_base("tiny"))
-    model = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
-    ref = load_file(str(run / "adapter" / "reference_logits.safetensors"))
-    with torch.no_grad():
-        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"]).logits
-    assert torch.allclose(logits, ref["logits"], atol=1e-5, rtol=0)
+    assert_vanilla_reload_matches(run / "adapter")
 
 
 def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
