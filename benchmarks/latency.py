@@ -265,6 +265,9 @@ def main(argv: list[str]) -> int:
         "--power", default="auto", choices=("auto", "on", "off"), help="tegrastats power logging (Jetson)"
     )
     args = parser.parse_args(argv)
+    from orin_unlearn.edge.preflight import warn_on_device
+
+    warn_on_device()
     try:
         prompts = [int(x) for x in args.prompts.split(",")]
         outputs = [int(x) for x in args.outputs.split(",")]

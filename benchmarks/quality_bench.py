@@ -259,6 +259,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", help="where quality.json/png go (default RUN/bench)")
     args = parser.parse_args(argv)
+    from orin_unlearn.edge.preflight import warn_on_device
+
+    warn_on_device()
     try:
         if args.model:
             args.run, label = stage_of(Path(args.model))

@@ -325,6 +325,21 @@ def run_checks(system: System | None = None, disk_path: str | Path = ".") -> Rep
     return report
 
 
+def warn_on_device(system: System | None = None) -> Report | None:
+    """The preflight every on-device command runs first: on a Jetson, every check, with a logged
+    warning (and its fix) for each thing missing; off a Jetson nothing (returns None)."""
+    import logging
+
+    system = system or System()
+    if not detect_module(system).jetson:
+        return None
+    report = run_checks(system)
+    for check in report.checks:
+        if check.status == MISSING:
+            logging.getLogger(__name__).warning("preflight: %s: %s. %s", check.name, check.value, check.fix)
+    return report
+
+
 def render(report: Report) -> None:
     from rich.console import Console
     from rich.table import Table

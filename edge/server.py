@@ -316,6 +316,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import uvicorn
 
+    from orin_unlearn.edge.preflight import warn_on_device
+
+    warn_on_device()
+
     try:
         from orin_unlearn.edge.backends import detect
 

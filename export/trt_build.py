@@ -234,6 +234,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workspace-gb", type=float, default=2.0)
     parser.add_argument("--print-trtexec", action="store_true", help="only print the trtexec line")
     args = parser.parse_args(argv)
+    preflight.warn_on_device()
     config_path = Path(args.config) if args.config else Path(args.onnx).with_name("config.json")
     try:
         shape = DecoderShape.from_config(json.loads(config_path.read_text()), args.max_context)

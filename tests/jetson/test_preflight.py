@@ -155,3 +155,21 @@ def test_main_on_this_machine_says_it_is_not_a_jetson(capsys):
     assert cli.main(["jetson", "preflight", "--json"]) == EXIT_NOT_JETSON
     only = capsys.readouterr().out.strip().splitlines()
     assert len(only) == 1 and json.loads(only[0])["checks"][0]["name"] == "module"
+
+
+def test_on_device_commands_warn_about_what_is_missing(tmp_path, caplog):
+    import logging
+
+    from orin_unlearn.edge.preflight import warn_on_device
+
+    (tmp_path / "empty").mkdir()
+    assert warn_on_device(system(tmp_path / "empty")) is None  # off a Jetson: nothing to say
+    root = make_root(
+        tmp_path / "agx", AGX_ORIN, "nv_tegra_release_r36.3.0.txt", "meminfo_agx_orin_64gb.txt", "12.2.140"
+    )
+    with caplog.at_level(logging.WARNING):
+        report = warn_on_device(system(root, python_version=(3, 11, 4)))
+    missing = [c for c in report.checks if c.status == "missing"]
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("preflight:")]
+    assert missing and len(warned) == len(missing)
+    assert any("Python" in w and "3.11" in w for w in warned)
