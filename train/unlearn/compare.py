@@ -50,13 +50,8 @@ def compare(
         "masked_lora": masked
         or run_unlearning(dataclasses.replace(cfg, method="masked_lora"), run, after_training=attacked)
     }
-    if "after_training" not in results["masked_lora"]:  # a result of `orin-unlearn unlearn`: reload it
-        from orin_unlearn.edge.adapters import load_unlearned
-        from orin_unlearn.edge.tokenizer import ChatTokenizer
-
-        model = load_unlearned(cfg.base, [*cfg.previous_adapters, Path(run) / "adapter"], "merge")
-        base_dir = adapters_base(cfg.base)
-        results["masked_lora"]["after_training"] = attacked(model, ChatTokenizer(base_dir))
+    if "after_training" not in results["masked_lora"]:  # a result of `orin-unlearn unlearn`
+        results["masked_lora"]["after_training"] = attack_saved(cfg, Path(run))
     for method in methods:
         results[method] = run_unlearning(
             dataclasses.replace(cfg, method=method), run, save=False, after_training=attacked
@@ -66,10 +61,13 @@ def compare(
     return summary
 
 
-def adapters_base(base: str) -> Path:
-    from orin_unlearn.edge.adapters import resolve_base
+def attack_saved(cfg: UnlearnConfig, run: Path) -> dict:
+    """`attack_leaks` of the adapter saved in `run` (with the adapters it was trained on top of)."""
+    from orin_unlearn.edge.adapters import load_unlearned, resolve_base
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
 
-    return resolve_base(base)
+    model = load_unlearned(cfg.base, [*cfg.previous_adapters, run / "adapter"], "merge")
+    return attack_leaks(model, ChatTokenizer(resolve_base(cfg.base)), cfg.concept)
 
 
 def attack_leaks(model: Any, tokenizer: Any, concept: str) -> dict:

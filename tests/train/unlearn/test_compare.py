@@ -38,3 +38,13 @@ def test_summary_row_carries_the_attack_leaks():
     row = summary_row(result)
     assert row["leak after relearn_forget"] == 0.5 and row["leak after quant_int4"] == 0.0
     assert "leak after relearn_forget" not in summary_row({**result, "after_training": {}})
+
+
+@pytest.mark.slow
+def test_a_saved_adapter_is_attacked_like_a_fresh_one(demo_unlearning):
+    from orin_unlearn.train.unlearn.compare import attack_saved
+
+    cfg, run, _ = demo_unlearning
+    leaks = attack_saved(cfg, run)
+    assert leaks["quant_int4"] <= 0.05  # int4 rounding keeps the demo adapter's forgetting
+    assert leaks["relearn_forget"] > leaks["quant_int4"]  # ten steps on four items bring some back
