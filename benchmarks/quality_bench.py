@@ -171,13 +171,14 @@ def print_table(result: dict) -> None:
     for c in columns:
         table.add_column(SHORT.get(c, c), justify="right")
     table.add_column("s", justify="right")
+    table.add_column("note", overflow="fold")
     for row in result["stages"]:
         if row["status"] == "ok":
-            cells = [_cell(row["metrics"].get(c)) for c in columns]
+            cells, note = [_cell(row["metrics"].get(c)) for c in columns], ""
         else:
-            cells = [f"{row['status']}: {row['reason']}"] + [""] * (len(columns) - 1)
-        table.add_row(row["stage"], *cells, _cell(row.get("seconds")))
-    Console(width=150).print(table)
+            cells, note = ["-"] * len(columns), f"{row['status']}: {row['reason']}"
+        table.add_row(row["stage"], *cells, _cell(row.get("seconds")), note)
+    Console(width=170).print(table)
 
 
 def markdown(result: dict) -> str:
