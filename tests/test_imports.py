@@ -1,4 +1,6 @@
-"""The runtime and benchmark packages import without torch (a Jetson may not have it)."""
+"""The runtime and benchmark packages, and the on-device engine build, import without torch,
+transformers, peft, tensorrt or pycuda (a Jetson may have none of the first three, and preflight
+must run where TensorRT is broken)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ MODULES = [
     "orin_unlearn.edge.preflight",
     "orin_unlearn.edge.telemetry",
     "orin_unlearn.edge.memory_budget",
+    "orin_unlearn.export.trt_build",  # the engine build runs on a Jetson, where torch is not
 ]
 
 
