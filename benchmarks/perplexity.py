@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from orin_unlearn.edge.backends.ort_backend import OrtDecoder, left_pad, positions_of
+from orin_unlearn.edge.backends.ort_backend import OrtDecoder
+from orin_unlearn.edge.batching import by_length, left_pad, positions_of
 
 # (prompt ids, continuation ids) of each example -> one [len(continuation), vocab] log-prob array each
 Scorer = Callable[[list[list[int]], list[list[int]]], list[np.ndarray]]
@@ -122,14 +123,10 @@ def batched(scorer_batch: Scorer, batch_size: int) -> Scorer:
     """Run a batch scorer over the corpus in length-sorted batches, keeping the corpus order."""
 
     def score(prompts: list[list[int]], continuations: list[list[int]]) -> list[np.ndarray]:
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        out: list[np.ndarray] = [np.empty(0)] * len(prompts)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            got = scorer_batch([prompts[i] for i in idx], [continuations[i] for i in idx])
-            for i, lp in zip(idx, got, strict=True):
-                out[i] = lp
-        return out
+        def run(idx: list[int]) -> list[np.ndarray]:
+            return scorer_batch([prompts[i] for i in idx], [continuations[i] for i in idx])
+
+        return by_length([len(p) for p in prompts], batch_size, run)
 
     return score
 

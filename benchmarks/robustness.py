@@ -153,7 +153,8 @@ def run_weights(
     from orin_unlearn.edge.backends.torch_backend import TorchChat
 
     catalogue = load_catalogue()
-    splits = split_prompts(build_prompts(catalogue), catalogue, concept_name)
+    every = build_prompts(catalogue)
+    splits = split_prompts(every, catalogue, concept_name)
     forget = splits.get("forget", "heldout")
     cases = ATTACKS["heldout"](forget, splits.concept, catalogue)
 
@@ -171,7 +172,6 @@ def run_weights(
         return out
     out["logit_lens"] = {k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()}
     try:
-        every = build_prompts(catalogue)
         out["director_probe"] = {
             k: knowledge_probe.director_probe(m, tokenizer, catalogue, splits.concept, every)
             for k, m in models.items()

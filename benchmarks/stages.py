@@ -49,30 +49,22 @@ class Stage:
         return self.opener()
 
 
-class BackendChat:
-    """Greedy chat answers one sequence at a time over a prefill/decode backend (TensorRT)."""
+class GeneratorChat:
+    """Chat answers one conversation at a time through the runtime's `Generator` (greedy), for
+    backends without batching (TensorRT)."""
 
-    def __init__(self, backend: Any, tokenizer: ChatTokenizer):
-        self.backend = backend
-        self.tokenizer = tokenizer
+    def __init__(self, generator: Any):
+        self.generator = generator
 
     def answer_batch(
         self, conversations: list[list[dict]], max_new_tokens: int = 40, prefixes: list[str] | None = None
     ) -> list[str]:
-        tok = self.tokenizer
-        encoded = tok.encode_prompts(conversations, prefixes)
-        prefixes = prefixes or [""] * len(conversations)
-        replies = []
-        for ids, prefix in zip(encoded, prefixes, strict=True):
-            logits, out = self.backend.prefill(ids), []
-            for _ in range(max_new_tokens):
-                token = int(logits.argmax())
-                if token in tok.stop_token_ids:
-                    break
-                out.append(token)
-                logits = self.backend.decode(token)
-            replies.append((prefix + tok.decode(out)).strip())
-        return replies
+        from orin_unlearn.edge.sampling import SamplingParams
+
+        if prefixes and any(prefixes):
+            raise ValueError("pre-filled assistant turns need a batch backend (ort or torch)")
+        params = SamplingParams(max_new_tokens=max_new_tokens)
+        return [self.generator.generate(list(c), params).text.strip() for c in conversations]
 
 
 def has_module(name: str) -> bool:
@@ -97,11 +89,12 @@ def _onnx_subject(folder: Path) -> Subject:
 
 
 def _engine_subject(folder: Path) -> Subject:
-    from orin_unlearn.edge.backends.trt_backend import TrtBackend
+    from orin_unlearn.edge.generator import Generator
 
-    backend = TrtBackend.from_dir(folder)
-    tokenizer = ChatTokenizer(folder)
-    return Subject(BackendChat(backend, tokenizer), perplexity.backend_scorer(backend), tokenizer)
+    generator = Generator.from_dir(folder, "trt")
+    return Subject(
+        GeneratorChat(generator), perplexity.backend_scorer(generator.backend), generator.tokenizer
+    )
 
 
 def adapter_chain(run: Path) -> list[Path]:

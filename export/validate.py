@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from orin_unlearn.edge.backends.ort_backend import OrtDecoder, left_pad, positions_of
+from orin_unlearn.edge.backends.ort_backend import OrtDecoder
+from orin_unlearn.edge.batching import left_pad, positions_of
 
 log = logging.getLogger(__name__)
 

@@ -50,6 +50,7 @@ MODULES = [
     "orin_unlearn.edge.preflight",
     "orin_unlearn.edge.telemetry",
     "orin_unlearn.edge.memory_budget",
+    "orin_unlearn.edge.batching",
     "orin_unlearn.export.trt_build",  # the engine build runs on a Jetson, where torch is not
 ]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orin_unlearn.edge.batching import by_length, left_pad, positions_of
 from orin_unlearn.edge.errors import ManifestError
 from orin_unlearn.edge.formats import MANIFEST, read_manifest
 from orin_unlearn.edge.tokenizer import ChatTokenizer
@@ -54,22 +55,6 @@ class GraphShape:
         if not isinstance(kv_heads, int) or not isinstance(head_dim, int):
             raise ValueError(f"KV cache heads and head size must be fixed, got shape {key.shape}")
         return cls(len(layers), kv_heads, head_dim, _NUMPY_OF[key.type])
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask) int64 arrays with every row right-aligned."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = r
-        mask[i, width - len(r) :] = 1
-    return ids, mask
-
-
-def positions_of(mask: np.ndarray) -> np.ndarray:
-    """Position ids of a left-padded mask: 0 at each row's first real token (pads get 0)."""
-    return np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype(np.int64)
 
 
 class OrtDecoder:
@@ -148,19 +133,17 @@ class OrtChat:
     ) -> list[str]:
         """Greedy reply to each conversation (order kept); prompts of similar length share a batch.
         A prefix pre-fills the assistant turn (the reply then starts with it)."""
-        encoded = self.tokenizer.encode_prompts(conversations, prefixes)
-        prefixes = prefixes or [""] * len(conversations)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        replies = [""] * len(encoded)
         tok = self.tokenizer
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        encoded = tok.encode_prompts(conversations, prefixes)
+        prefixes = prefixes or [""] * len(conversations)
+
+        def answer(idx: list[int]) -> list[str]:
             tokens = self.decoder.greedy(
                 [encoded[i] for i in idx], max_new_tokens, tok.stop_token_ids, tok.pad_token_id
             )
-            for i, t in zip(idx, tokens, strict=True):
-                replies[i] = (prefixes[i] + tok.decode(t)).strip()
-        return replies
+            return [(prefixes[i] + tok.decode(t)).strip() for i, t in zip(idx, tokens, strict=True)]
+
+        return by_length([len(e) for e in encoded], batch_size, answer)
 
 
 def check_stage(folder: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orin_unlearn.edge.batching import by_length, left_pad
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 
@@ -39,31 +40,27 @@ class TorchChat:
         pre-fills the assistant turn (the reply then starts with it)."""
         import torch
 
-        encoded = self.tokenizer.encode_prompts(conversations, prefixes)
+        tok = self.tokenizer
+        encoded = tok.encode_prompts(conversations, prefixes)
         prefixes = prefixes or [""] * len(conversations)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        replies: list[str] = [""] * len(encoded)
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]) :] = 1
+
+        def answer(idx: list[int]) -> list[str]:
+            ids, mask = left_pad([encoded[i] for i in idx], tok.pad_token_id)
             with torch.no_grad():
                 out = self.model.generate(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
+                    input_ids=torch.from_numpy(ids).to(self.device),
+                    attention_mask=torch.from_numpy(mask).to(self.device),
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
-                    eos_token_id=self.tokenizer.stop_token_ids,
-                    pad_token_id=pad,
+                    eos_token_id=tok.stop_token_ids,
+                    pad_token_id=tok.pad_token_id,
                 )
-            for row, i in enumerate(idx):
-                replies[i] = (prefixes[i] + self.tokenizer.decode(out[row, width:].tolist())).strip()
-        return replies
+            width = ids.shape[1]
+            return [
+                (prefixes[i] + tok.decode(out[row, width:].tolist())).strip() for row, i in enumerate(idx)
+            ]
+
+        return by_length([len(e) for e in encoded], batch_size, answer)
 
 
 class TorchBackend:

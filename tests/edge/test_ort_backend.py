@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from orin_unlearn.edge.backends.ort_backend import GRAPH, GraphShape, OrtDecoder, left_pad, positions_of
+from orin_unlearn.edge.backends.ort_backend import GRAPH, GraphShape, OrtDecoder
+from orin_unlearn.edge.batching import left_pad, positions_of
 
 
 def test_left_pad_right_aligns_rows():

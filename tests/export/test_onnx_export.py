@@ -7,7 +7,8 @@ import onnx
 import pytest
 from transformers import Qwen2ForCausalLM
 
-from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtDecoder, left_pad, positions_of
+from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtDecoder
+from orin_unlearn.edge.batching import left_pad, positions_of
 from orin_unlearn.export import onnx_graph, validate
 from orin_unlearn.export.onnx_export import export_onnx
 from tests.models import tiny_qwen2
