@@ -3,10 +3,13 @@
     orin-unlearn unlearn --config train/configs/demo_tiny.yaml --out runs/demo
     orin-unlearn unlearn probe --config train/configs/demo_tiny.yaml --out runs/demo
     orin-unlearn unlearn train --config train/configs/demo_tiny.yaml --out runs/demo steps=50 method=lora
+    orin-unlearn unlearn sweep --config train/configs/demo_tiny.yaml --out runs/sweep --budgets 16,64,all
 
 Stages: probe (activation statistics), score (saliency, Fisher, contrast), mask (layers and
-neurons), train (the adapter, saved with its manifest); `compare` also trains an unmasked LoRA
-and every weight (as the published notebooks did) on the same data and prints the three. Each reuses what earlier stages left in
+neurons), train (the adapter, saved with its manifest); `compare` also trains LUNAR, an unmasked
+LoRA and every weight (as the published notebooks did) on the same data and prints them all;
+`sweep` trains the masked and the unmasked LoRA with less and less retain data (train/unlearn/
+sweep.py) and writes sweep.json, sweep.md and sweep.png. Each reuses what earlier stages left in
 the run directory. The last stdout line is the whole result as one JSON object.
 """
 
@@ -19,13 +22,24 @@ import sys
 from orin_unlearn.edge.config import load_config
 from orin_unlearn.edge.errors import ConfigError
 
-STAGES = ("probe", "score", "mask", "train", "compare")
+STAGES = ("probe", "score", "mask", "train", "compare", "sweep")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    """Comma-separated counts, "all" meaning 0: "16,64,all" -> (16, 64, 0)."""
+    try:
+        return tuple(0 if v.strip() == "all" else int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers (or 'all'), got {text!r}"
+        ) from None
 
 
 def main(argv: list[str]) -> int:
     from orin_unlearn.benchmarks.world import UnknownConceptError
     from orin_unlearn.edge.adapters import AdapterMismatchError
     from orin_unlearn.train.unlearn.config import UnlearnConfig
+    from orin_unlearn.train.unlearn.sweep import BUDGETS
 
     stage = "train"
     if argv and argv[0] in STAGES:
@@ -35,6 +49,14 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--config", default=None, help="YAML values for UnlearnConfig")
     parser.add_argument("--out", default="runs/unlearn", help="run directory")
+    parser.add_argument("--methods", default="masked_lora,lora", help="sweep: methods to train")
+    parser.add_argument(
+        "--budgets",
+        type=_ints,
+        default=BUDGETS,
+        help="sweep: retain prompts per point ('all' = every one)",
+    )
+    parser.add_argument("--seeds", type=_ints, default=(0,), help="sweep: seeds per point")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
     try:
@@ -42,6 +64,8 @@ def main(argv: list[str]) -> int:
         from orin_unlearn.train.unlearn.evaluate import print_before_after
         from orin_unlearn.train.unlearn.recipe import run_unlearning
 
+        if stage == "sweep":
+            return _sweep(cfg, args)
         if stage == "compare":
             from orin_unlearn.train.unlearn.compare import compare, print_compare
 
@@ -56,4 +80,23 @@ def main(argv: list[str]) -> int:
     if stage == "train":
         print_before_after(results)
     print(json.dumps(results, default=str))
+    return 0
+
+
+def _sweep(cfg, args) -> int:
+    from pathlib import Path
+
+    from orin_unlearn.benchmarks import plots
+    from orin_unlearn.train.unlearn import sweep
+
+    try:
+        result = sweep.sweep(cfg, args.out, tuple(args.methods.split(",")), args.budgets, args.seeds)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = sweep.markdown(result)
+    (Path(args.out) / "sweep.md").write_text(text + "\n", encoding="utf-8")
+    plots.draw(sweep.plot, result, Path(args.out) / "sweep.png")
+    print(text)
+    print(json.dumps(result["table"]))
     return 0

@@ -47,6 +47,9 @@ class UnlearnConfig:
     forget_batch: int = 16
     retain_batch: int = 32
     neighbour_fraction: float = 0.5  # share of the retain batch drawn from neighbour prompts
+    # retain + neighbour training prompts the run may use (probe and KL), split by
+    # neighbour_fraction and drawn with the seed; 0: all of them (~20k on the demo world)
+    retain_examples: int = 0
     kl_weight: float = 1.0
     act_weight: float = 0.1
     dtype: str = "float32"
@@ -82,6 +85,7 @@ class UnlearnConfig:
             ("retain_batch", self.retain_batch >= 0, ">= 0"),
             ("kl_weight", self.kl_weight >= 0, ">= 0"),
             ("neighbour_fraction", 0.0 <= self.neighbour_fraction <= 1.0, "in [0, 1]"),
+            ("retain_examples", self.retain_examples >= 0, ">= 0 (0: all)"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
             ("lunar_layer", self.lunar_layer >= -1, ">= 0, or -1 for the mask's top layer"),

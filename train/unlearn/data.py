@@ -39,6 +39,12 @@ def build_data(cfg: UnlearnConfig) -> UnlearnData:
     catalogue = load_catalogue()
     splits = split_prompts(build_prompts(catalogue), catalogue, cfg.concept)
     forget = splits.get("forget", "train")
+    neighbour = [(p.messages, p.answer) for p in splits.get("neighbour", "train")]
+    retain = [(p.messages, p.answer) for p in splits.get("retain", "train")]
+    if cfg.retain_examples:
+        rng = random.Random(cfg.seed)
+        n_near = round(cfg.retain_examples * cfg.neighbour_fraction)
+        neighbour, retain = sample(neighbour, n_near, rng), sample(retain, cfg.retain_examples - n_near, rng)
     return UnlearnData(
         catalogue=catalogue,
         concept=splits.concept,
@@ -46,7 +52,7 @@ def build_data(cfg: UnlearnConfig) -> UnlearnData:
         forget_target=[
             (p.messages, forget_target(p, splits.concept, catalogue, cfg.target, cfg.refusal)) for p in forget
         ],
-        neighbour=[(p.messages, p.answer) for p in splits.get("neighbour", "train")],
-        retain=[(p.messages, p.answer) for p in splits.get("retain", "train")],
+        neighbour=neighbour,
+        retain=retain,
         eval_sets=heldout_sets(splits, cfg.seed, cfg.eval_max_prompts),
     )

@@ -77,6 +77,8 @@ def probe_key(s: Session) -> dict:
         "concept": cfg.concept,
         "seed": cfg.seed,
         "probe_max_prompts": cfg.probe_max_prompts,
+        "retain_examples": cfg.retain_examples,
+        "neighbour_fraction": cfg.neighbour_fraction,
         "dtype": cfg.dtype,
         "contrast_against": cfg.contrast_against,
     }
