@@ -67,14 +67,19 @@ def sweep(
     seeds: tuple[int, ...] = (0,),
 ) -> dict:
     """Rows of every (method, budget, seed) point, kept in out/sweep.json as they finish."""
-    unknown = [m for m in methods if m not in ("masked_lora", "lora")]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"sweep compares masked_lora and lora; unknown methods {unknown}")
+        raise ValueError(f"sweep compares {' and '.join(METHODS)}; unknown methods {unknown}")
     if any(b < 0 for b in budgets):
         raise ValueError(f"retain budgets must be >= 0 (0: all), got {list(budgets)}")
     out = Path(out)
     path = out / "sweep.json"
-    done = json.loads(path.read_text())["points"] if path.is_file() else {}
+    done = {}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if _shared(saved["config"]) != _shared(cfg.to_dict()):
+            raise ValueError(f"{path} holds a sweep of another config; give a new --out")
+        done = saved["points"]
     for seed in seeds:
         for budget in budgets:
             for method in methods:
@@ -87,6 +92,11 @@ def sweep(
     result = {"config": cfg.to_dict(), "points": done, "table": table(list(done.values()))}
     write_json_atomic(path, result)
     return result
+
+
+def _shared(config: dict) -> dict:
+    """The config every point of a sweep shares (the sweep sets method, budget and seed)."""
+    return {k: v for k, v in config.items() if k not in ("method", "retain_examples", "seed")}
 
 
 def table(rows: list[dict]) -> list[dict]:

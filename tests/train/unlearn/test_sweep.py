@@ -85,6 +85,8 @@ def test_sweep_resumes_from_its_json_and_saves_every_point(tmp_path, monkeypatch
     result = sweep.sweep(cfg, tmp_path, budgets=(16, 0))
     assert trained == ["masked_lora", "lora"]  # only the budget-"all" points were left to train
     assert len(result["points"]) == 4 and len(result["table"]) == 4
+    with pytest.raises(ValueError, match="another config"):  # its points would not be comparable
+        sweep.sweep(dataclasses.replace(cfg, kl_weight=0.0), tmp_path, budgets=(16, 0))
 
 
 @pytest.mark.parametrize(
@@ -121,3 +123,10 @@ def test_masked_lora_beats_unmasked_at_equal_forgetting_with_little_retain_data(
     assert masked["leak"] <= sweep.FORGET_BAR and unmasked["leak"] <= sweep.FORGET_BAR
     assert masked["neighbour"] >= unmasked["neighbour"] + 0.05  # measured: 0.818 vs 0.710
     assert masked["retain"] >= unmasked["retain"] + 0.01  # measured: 0.912 vs 0.875
+
+
+def test_cli_refuses_an_unknown_method_with_exit_2(tmp_path, capsys):
+    from orin_unlearn.train.unlearn_cli import main
+
+    assert main(["sweep", "--methods", "masked_lora,full", "--out", str(tmp_path)]) == 2
+    assert "unknown methods ['full']" in capsys.readouterr().err
