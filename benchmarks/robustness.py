@@ -38,6 +38,7 @@ from orin_unlearn.benchmarks.forgetting import leaks, names_concept
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, split_prompts
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
 from orin_unlearn.benchmarks.world.prompts import Prompt
+from orin_unlearn.edge.registry import registrar
 
 
 @dataclass
@@ -57,14 +58,7 @@ class Case:
 
 Attack = Callable[[list[Prompt], Concept, Catalogue], list[Case]]
 ATTACKS: dict[str, Attack] = {}
-
-
-def attack(name: str) -> Callable[[Attack], Attack]:
-    def register(fn: Attack) -> Attack:
-        ATTACKS[name] = fn
-        return fn
-
-    return register
+attack = registrar(ATTACKS)  # @attack("name") registers a prompt attack
 
 
 @attack("heldout")

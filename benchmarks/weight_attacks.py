@@ -30,6 +30,7 @@ import numpy as np
 
 from orin_unlearn.benchmarks import perplexity
 from orin_unlearn.benchmarks.world.prompts import Prompt
+from orin_unlearn.edge.registry import registrar
 
 
 @dataclass
@@ -48,14 +49,7 @@ class Context:
 
 WeightAttack = Callable[[Any, Context], Any]  # model -> attacked copy
 WEIGHT_ATTACKS: dict[str, WeightAttack] = {}
-
-
-def weight_attack(name: str) -> Callable[[WeightAttack], WeightAttack]:
-    def register(fn: WeightAttack) -> WeightAttack:
-        WEIGHT_ATTACKS[name] = fn
-        return fn
-
-    return register
+weight_attack = registrar(WEIGHT_ATTACKS)  # @weight_attack("name") registers a weight attack
 
 
 def rtn_quantize(weight: Any, bits: int, group: int = 32) -> Any:

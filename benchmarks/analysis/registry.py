@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orin_unlearn.edge.registry import registrar
+
 if TYPE_CHECKING:
     from orin_unlearn.benchmarks.analysis.context import RunContext
 
@@ -42,16 +44,7 @@ class Outcome:
 
 Analysis = Callable[["RunContext"], Outcome]
 ANALYSES: dict[str, Analysis] = {}
-
-
-def analysis(name: str) -> Callable[[Analysis], Analysis]:
-    """Register `fn` as the analysis `name`."""
-
-    def register(fn: Analysis) -> Analysis:
-        ANALYSES[name] = fn
-        return fn
-
-    return register
+analysis = registrar(ANALYSES)  # @analysis("name") registers an analysis
 
 
 def fmt(value: float | None, digits: int = 3) -> str:

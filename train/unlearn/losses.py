@@ -16,15 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from orin_unlearn.edge.registry import registrar
+
 LOSSES: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def wrap(fn):
-        LOSSES[name] = fn
-        return fn
-
-    return wrap
+register = registrar(LOSSES)  # @register("name") adds a loss term
 
 
 @dataclass

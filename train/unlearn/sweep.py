@@ -20,7 +20,6 @@ import statistics
 from pathlib import Path
 
 from orin_unlearn.benchmarks import plots
-from orin_unlearn.benchmarks.forgetting import headline
 from orin_unlearn.edge.formats import write_json_atomic
 from orin_unlearn.train.unlearn.compare import LABELS
 from orin_unlearn.train.unlearn.config import UnlearnConfig
@@ -44,16 +43,16 @@ def run_point(cfg: UnlearnConfig, run: Path) -> dict:
     from orin_unlearn.train.unlearn.recipe import run_unlearning
 
     r = run_unlearning(cfg, run, save=False)
-    h = headline(r["after"])
+    after, before = r["after"], r["before"]
     return {
         "method": cfg.method,
         "retain_examples": cfg.retain_examples,
         "seed": cfg.seed,
-        "leak": h["forget leak (held-out)"],
-        "neighbour": h["neighbour accuracy"],
-        "retain": h["retain accuracy"],
-        "base_neighbour": r["before"]["neighbour"]["accuracy"],
-        "base_retain": r["before"]["retain"]["accuracy"],
+        "leak": after["forget"]["leak"],
+        "neighbour": after["neighbour"]["accuracy"],
+        "retain": after["retain"]["accuracy"],
+        "base_neighbour": before["neighbour"]["accuracy"],
+        "base_retain": before["retain"]["accuracy"],
         "params": r["parameters"]["effective"],
         "wall_s": r["wall_s"],
     }
