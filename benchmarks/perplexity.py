@@ -50,9 +50,12 @@ class Corpus:
         return sum(len(c) for c in self.continuations)
 
 
-def chat_corpus(tokenizer: Any, prompts: Sequence[Any], end_token: str = "<|im_end|>") -> Corpus:
-    """A corpus of world prompts (`messages`, `answer`): chat prompt -> reference answer + end."""
-    end = tokenizer.token_id(end_token)
+def chat_corpus(tokenizer: Any, prompts: Sequence[Any], end_token: str | None = None) -> Corpus:
+    """A corpus of world prompts (`messages`, `answer`): chat prompt -> reference answer + end.
+
+    The end is `end_token` if given, else the tokenizer's end-of-turn token (`end_of_turn_id`).
+    """
+    end = tokenizer.end_of_turn_id if end_token is None else tokenizer.token_id(end_token)
     return Corpus(
         [tokenizer.encode_chat(list(p.messages)) for p in prompts],
         [tokenizer.encode(p.answer) + [end] for p in prompts],

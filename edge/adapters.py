@@ -8,6 +8,8 @@ transformers and peft are imported only inside the functions that load models.
 
 from __future__ import annotations
 
+import importlib
+import re
 from pathlib import Path
 
 from orin_unlearn.edge.formats import read_manifest, sha256_dir
@@ -17,14 +19,29 @@ class AdapterMismatchError(ValueError):
     """An adapter applied to a base (or on top of adapters) it was not trained on."""
 
 
-def resolve_base(base: str) -> Path:
-    if base == "tiny":
-        from orin_unlearn.benchmarks.world import tiny_base_dir
+# Named bases -> "module:function" returning the base's directory, imported only when asked for
+# (as the CLI's verb table does), so `edge` has no import statement of `train` or `benchmarks`.
+NAMED_BASES: dict[str, str] = {
+    "tiny": "orin_unlearn.benchmarks.world:tiny_base_dir",
+    "smollm2": "orin_unlearn.train.gguf_import:smollm2_dir",
+}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
-        return tiny_base_dir()
+
+def resolve_base(base: str) -> Path:
+    """A base model's directory: a named base (`tiny`, `smollm2`), a local directory, or a
+    Hugging Face hub id ("org/name", downloaded on a training machine)."""
+    if base in NAMED_BASES:
+        module, function = NAMED_BASES[base].split(":")
+        return Path(getattr(importlib.import_module(module), function)())
     path = Path(base)
-    if path.is_dir():
+    if base and path.is_dir():
         return path
+    if not _HUB_ID.fullmatch(base):
+        raise ValueError(
+            f"unknown base {base!r}: not a named base ({', '.join(sorted(NAMED_BASES))}), "
+            "not a directory, and not a hub id like 'org/name'"
+        )
     from huggingface_hub import snapshot_download  # real models on a training machine
 
     return Path(snapshot_download(base))

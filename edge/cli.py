@@ -28,6 +28,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.train.base_cli",
         "train the demo world's tokenizer and tiny base model",
     ),
+    ("model", "import-gguf"): (
+        "orin_unlearn.train.gguf_import",
+        "import a GGUF chat model as a Hugging Face base (--named smollm2: the packaged SmolLM2)",
+    ),
     ("export",): (
         "orin_unlearn.export.pipeline",
         "merge, ONNX fp32/fp16(/int8/int4), TensorRT engine; each artifact measured and gated",

@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from orin_unlearn.benchmarks.base_quality import measure_base, model_card
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, load_templates
 from orin_unlearn.edge.backends.torch_backend import TorchChat
+from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example, length_batches
 from orin_unlearn.train.tokenizer_recipe import save_hf_tokenizer, train_tokenizer
@@ -107,7 +108,7 @@ def build_model(cfg: BaseConfig, tokenizer: ChatTokenizer):
         rms_norm_eps=1e-6,
         use_sliding_window=False,
         bos_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.token_id("<|im_end|>"),
+        eos_token_id=tokenizer.end_of_turn_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(cfg.seed)
@@ -142,7 +143,7 @@ def train(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns) as progress:
+    with progress_bar(*columns) as progress:
         task = progress.add_task("train", total=cfg.steps, loss=float("nan"))
         for step in range(cfg.steps):
             if not batches:

@@ -14,9 +14,10 @@ IGNORE = -100
 def encode_example(
     tokenizer: ChatTokenizer, messages: Sequence[dict], reply: str
 ) -> tuple[list[int], list[int]]:
-    """Token ids of `messages` + assistant `reply`, and labels that score only the reply and its end token."""
+    """Token ids of `messages` + assistant `reply`, and labels that score only the reply and its
+    end-of-turn token (the one the model's chat template ends a reply with)."""
     prompt = tokenizer.encode_chat(list(messages), add_generation_prompt=True)
-    answer = tokenizer.encode(reply) + [tokenizer.token_id("<|im_end|>")]
+    answer = tokenizer.encode(reply) + [tokenizer.end_of_turn_id]
     return prompt + answer, [IGNORE] * len(prompt) + answer
 
 

@@ -1,0 +1,33 @@
+"""resolve_base: named bases (looked up by module string), directories, hub ids, and a clear
+error for anything else."""
+
+from __future__ import annotations
+
+import pytest
+
+from orin_unlearn.edge.adapters import NAMED_BASES, resolve_base
+
+
+def test_tiny_is_the_shipped_base(base_dir):
+    assert resolve_base("tiny") == base_dir
+
+
+def test_a_directory_is_itself(tmp_path):
+    assert resolve_base(str(tmp_path)) == tmp_path
+
+
+@pytest.mark.parametrize("name", ["tinny", "runs/x/base", "./base", ""])
+def test_unknown_name_lists_the_known_ones(name):
+    with pytest.raises(ValueError, match="unknown base") as err:
+        resolve_base(name)
+    assert all(known in str(err.value) for known in NAMED_BASES) and {"tiny", "smollm2"} <= set(NAMED_BASES)
+
+
+def test_edge_names_other_packages_only_as_strings():
+    import inspect
+
+    from orin_unlearn.edge import adapters
+
+    source = inspect.getsource(adapters)
+    assert "import orin_unlearn.train" not in source and "from orin_unlearn.train" not in source
+    assert "from orin_unlearn.benchmarks" not in source
