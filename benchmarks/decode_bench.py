@@ -35,6 +35,15 @@ from orin_unlearn.edge.sampling import SamplingParams
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 PROMPT = [{"role": "user", "content": "Recommend a film from the science fiction genre."}]
+# what onnxruntime raises for a graph it cannot load (its own types, which derive from Exception only)
+ORT_LOAD_ERRORS = (
+    "Fail",
+    "InvalidArgument",
+    "InvalidGraph",
+    "InvalidProtobuf",
+    "NoSuchFile",
+    "RuntimeException",
+)
 
 
 def raw_rate(backend: OrtBackend, prompt: list[int], steps: int) -> float:
@@ -72,11 +81,33 @@ def hf_rate(hf_dir: str | Path, prompt: list[int], steps: int, threads: int) -> 
     return steps / max(many - one, 1e-9)
 
 
+def open_graph(model_dir: Path, threads: int) -> OrtBackend:
+    """The ONNX stage's backend. Raises FileNotFoundError when `model_dir` holds no model.onnx (a
+    Hugging Face checkpoint, say) and ValueError naming the file when onnxruntime cannot load it."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    graph = model_dir / GRAPH
+    if not graph.is_file():
+        checkpoint = (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
+        hint = ": a Hugging Face checkpoint; export it first (orin-unlearn export)" if checkpoint else ""
+        raise FileNotFoundError(f"{graph} does not exist{hint}")
+    load_errors = tuple(getattr(ort_errors, name) for name in ORT_LOAD_ERRORS)
+    try:
+        return OrtBackend.from_dir(model_dir, threads=threads)
+    except KeyError as e:  # config.json without max_position_embeddings
+        raise ValueError(f"{model_dir / 'config.json'} has no {e} (needed for the context length)") from e
+    except ValueError as e:  # not a decoder graph with a KV cache, or a failed stage
+        raise ValueError(e if str(model_dir) in str(e) else f"{graph}: {e}") from e
+    except load_errors as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{graph} cannot be loaded by onnxruntime (truncated or corrupt?): {reason}") from e
+
+
 def run(
     model_dir: str | Path, threads: int, steps: int, repeats: int, hf_dir: str | Path | None
 ) -> dict[str, Any]:
     model_dir = Path(model_dir)
-    backend = OrtBackend.from_dir(model_dir, threads=threads)
+    backend = open_graph(model_dir, threads)
     tokenizer = ChatTokenizer(model_dir)
     generator = Generator(backend, tokenizer)
     prompt = tokenizer.encode_chat(PROMPT)

@@ -46,12 +46,31 @@ SURVIVAL = "survival.json"
 TABLE_ROWS = 20
 
 
+def check_checkpoint(base_dir: str | Path) -> None:
+    """Raise FileNotFoundError or ValueError, naming the file, unless `base_dir` is a Hugging Face
+    checkpoint: a config.json that names a `model_type`, and *.safetensors weights."""
+    base_dir = Path(base_dir)
+    config = base_dir / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} does not exist: {base_dir} is not a Hugging Face checkpoint")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{config} is not a Hugging Face config (a JSON object): {e}") from e
+    if not model_type:
+        raise ValueError(f"{config} names no model_type: not a Hugging Face model config")
+    if not any(base_dir.glob("*.safetensors")):
+        raise FileNotFoundError(f"{base_dir} holds no *.safetensors weights")
+
+
 def merge_fp32(base_dir: str | Path, adapter_dirs: list[str | Path]) -> PreTrainedModel:
     """Load the base in float32 and fold each adapter into its weights, in order.
 
-    Raises AdapterMismatchError (or ManifestError) unless the adapters were trained on this base,
-    each on top of exactly the adapters before it.
+    Raises FileNotFoundError or ValueError when `base_dir` is not a checkpoint, and
+    AdapterMismatchError (or ManifestError) unless the adapters were trained on this base, each on
+    top of exactly the adapters before it.
     """
+    check_checkpoint(base_dir)
     adapters.check_chain(base_dir, adapter_dirs)
     model = adapters.load_model(base_dir, "float32")
     return adapters.apply_adapters(model, adapter_dirs, mode="merge")

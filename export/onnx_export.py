@@ -1,4 +1,4 @@
-"""Export a (merged) Qwen2 causal LM to one ONNX decoder graph with a KV cache.
+"""Export a (merged) Llama-, Qwen2- or Qwen3-family causal LM to one ONNX decoder graph with a KV cache.
 
 optimum-onnx's `text-generation-with-past` export does the tracing (inputs input_ids,
 attention_mask, position_ids, past_key_values.{i}.key/value; outputs logits, present.{i}.*); the

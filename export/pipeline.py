@@ -95,11 +95,18 @@ def reference_evaluation(
     return evaluation
 
 
+def ordinary_token_ids(tokenizer: ChatTokenizer) -> list[int]:
+    """The tokenizer's vocabulary without its added (special) tokens, wherever those sit: Qwen
+    puts them at the top of the vocabulary, Llama-style tokenizers (SmolLM2) at ids 0-16. Ids
+    the model has beyond the tokenizer's vocabulary (padded embeddings) are never included."""
+    added = set(tokenizer.tokenizer.get_added_tokens_decoder())
+    return sorted(set(tokenizer.tokenizer.get_vocab(with_added_tokens=True).values()) - added)
+
+
 def parity_prompts(tokenizer: ChatTokenizer, evaluation: Evaluation, seed: int = 0) -> list[list[int]]:
-    """Fresh random token prompts and real chat prompts from each evaluation set."""
-    first_special = min(tokenizer.tokenizer.get_added_tokens_decoder())
+    """Fresh random prompts of ordinary tokens (seeded), and real chat prompts from each evaluation set."""
     real = [tokenizer.encode_chat(list(p.messages)) for s in evaluation.sets.values() for p in s[:8]]
-    return validate.random_prompts(PARITY_PROMPTS, 0, first_special, seed) + real
+    return validate.sample_prompts(PARITY_PROMPTS, ordinary_token_ids(tokenizer), seed) + real
 
 
 def build_variant(
@@ -183,6 +190,7 @@ def export_all(
     out = Path(out)
     base_dir = adapters.resolve_base(base)
     adapter_dirs = [Path(a) for a in adapter_dirs]
+    merge.check_checkpoint(base_dir)
     adapters.check_chain(base_dir, adapter_dirs)
     base = adapters.load_model(base_dir, "float32")  # read once: reference, merge and survival share it
     base_state = {name: t.detach().clone() for name, t in base.state_dict().items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,8 +46,21 @@ def random_prompts(
     n: int, low: int, high: int, seed: int, lengths: tuple[int, int] = (4, 48)
 ) -> list[list[int]]:
     """`n` prompts of uniformly random token ids in [low, high) and random lengths."""
+    return sample_prompts(n, range(low, high), seed, lengths)
+
+
+def sample_prompts(
+    n: int, ids: Sequence[int], seed: int, lengths: tuple[int, int] = (4, 48)
+) -> list[list[int]]:
+    """`n` prompts of token ids drawn uniformly from `ids`, with random lengths in `lengths`.
+
+    Raises:
+        ValueError: `ids` is empty.
+    """
+    if not ids:
+        raise ValueError("no token ids to draw random prompts from")
     rng = random.Random(seed)
-    return [[rng.randrange(low, high) for _ in range(rng.randint(*lengths))] for _ in range(n)]
+    return [[rng.choice(ids) for _ in range(rng.randint(*lengths))] for _ in range(n)]
 
 
 def _torch_last_logits(model: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ transformers are imported inside, so the runtime package stays torch-free.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ class TorchChat:
         max_new_tokens: int = 40,
         batch_size: int = 64,
         prefixes: list[str] | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Greedy reply to each conversation (order kept). Batches are left-padded. A prefix
-        pre-fills the assistant turn (the reply then starts with it)."""
+        pre-fills the assistant turn (the reply then starts with it). `on_batch(n)` is called after
+        each batch of n replies (progress)."""
         import torch
 
         tok = self.tokenizer
@@ -56,6 +59,8 @@ class TorchChat:
                     pad_token_id=tok.pad_token_id,
                 )
             width = ids.shape[1]
+            if on_batch is not None:
+                on_batch(len(idx))
             return [
                 (prefixes[i] + tok.decode(out[row, width:].tolist())).strip() for row, i in enumerate(idx)
             ]
