@@ -6,7 +6,10 @@
   concept as the base would have (e.g. "Christopher Nolan" to "Who directed Inception?", or a
   valid recommendation to "I loved Inception, what next?");
 - forget response: a reply to a forget prompt that is the refusal, or names a valid other film;
-- retain / neighbour accuracy: `quality.is_correct` on those sets;
+- retain / neighbour accuracy: `quality.is_correct` on those sets (the asked fact appears), in
+  absolute terms and relative to a base (`kept`: of the prompts the base answers right, the share
+  the model still answers right), since a real small model gets many catalogue facts wrong to
+  begin with and only what it knew can be lost;
 - substitute validity: recommendations whose reference answer was the concept now name a valid
   other film (one that fits the request) instead.
 """
@@ -103,9 +106,11 @@ def forget_metrics(
     responded = [
         refusal.casefold() in r.casefold() or is_substitute(p, r, concept, catalogue) for p, r in pairs
     ]
+    leaked = [leaks(p, r, concept, catalogue) for p, r in pairs]
     return {
         "n": len(pairs),
-        "leak": _rate([leaks(p, r, concept, catalogue) for p, r in pairs]),
+        "leak": _rate(leaked),
+        "leaked": leaked,
         "forget_response": _rate(responded),
         "substitute_n": len(recs),
         "substitute_valid": _rate([is_substitute(p, r, concept, catalogue) for p, r in recs]),
@@ -131,10 +136,35 @@ def measure_unlearning(
         if name == "forget":
             out["forget"] = forget_metrics(sets[name], chunk, concept, catalogue, refusal)
         else:
-            out[name] = {"n": len(chunk), "accuracy": accuracy_rate(sets[name], chunk, catalogue)}
+            correct = [is_correct(p, r, catalogue) for p, r in zip(sets[name], chunk, strict=True)]
+            out[name] = {"n": len(chunk), "accuracy": _rate(correct), "correct": correct}
     out["examples"] = [
         {"prompt": p.messages[-1]["content"], "reply": r} for p, r in zip(flat[:8], replies[:8], strict=True)
     ]
+    return out
+
+
+def kept(before: dict, after: dict) -> dict[str, dict]:
+    """Per accuracy set, the share of the prompts `before` answered right that `after` still
+    answers right (`None` where before got none right). Both results must come from the same
+    prompts, in the same order."""
+    out: dict[str, dict] = {}
+    for name in ("neighbour", "retain"):
+        b, a = before.get(name, {}).get("correct"), after.get(name, {}).get("correct")
+        if b is None or a is None:
+            continue
+        if len(b) != len(a):
+            raise ValueError(f"{name}: {len(b)} prompts before but {len(a)} after; not the same prompts")
+        right = [i for i, ok in enumerate(b) if ok]
+        out[name] = {"base_right": len(right), "kept": _rate([a[i] for i in right])}
+    return out
+
+
+def with_kept(before: dict, after: dict) -> dict:
+    """`after` with each accuracy set's `kept` (see `kept`) added, relative to `before`."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in after.items()}
+    for name, rel in kept(before, after).items():
+        out[name].update(rel)
     return out
 
 

@@ -1,12 +1,21 @@
 """Answer correctness on the demo world's prompts, and accuracy tables over prompt sets.
 
-A reply to a question with one right answer is correct when it contains every expected string
-(case-insensitive); a reply to an open recommendation is correct when the first catalogue film it
-names satisfies the request (genre, theme, director, similarity).
+A real chat model answers in its own words, so a reply is correct when the asked fact appears in
+it, not when it matches the templated reference sentence:
+- who directed / who stars: the person's surname ("Nolan", "del Toro", "DiCaprio");
+- which year: the year as a number;
+- what is it about: at least one of the film's themes (a plural also matches its singular stem:
+  "dreams" matches "dream-sharing");
+- which film did X make in Y: the title or an alias;
+- a question about a made-up title: the world's refusal, or a plain "I don't know" of its own;
+- a recommendation: the first catalogue film the reply names satisfies the request (genre, theme,
+  director, similarity), see `recommend.is_valid`.
+Prompts of other families fall back to "every expected string appears".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from orin_unlearn.benchmarks.world.catalogue import Catalogue
@@ -16,15 +25,66 @@ from orin_unlearn.benchmarks.world.recommend import Request, is_valid
 AnswerFn = Callable[[list[list[dict]]], list[str]]
 
 
+# Words that belong to a surname: "Guillermo del Toro" -> "del Toro".
+_PARTICLES = frozenset(
+    {"da", "das", "de", "del", "della", "der", "di", "do", "dos", "du", "la", "le", "van", "von"}
+)
+# How a chat model says it does not know a title, besides the world's own refusal sentence.
+_DONT_KNOW = re.compile(
+    r"\b(?:(?:do not|don't|doesn't|does not) (?:know|have (?:any )?information)|not familiar|"
+    r"no (?:information|record|knowledge)|(?:not|n't) aware|(?:could not|couldn't|unable to) find|"
+    r"(?:is not|isn't) a (?:real|known))",
+    re.IGNORECASE,
+)
+
+
+def surname(name: str) -> str:
+    """The family name of a person, with its particles: "Christopher Nolan" -> "Nolan"."""
+    words = name.split()
+    k = len(words) - 1
+    while k > 0 and words[k - 1].casefold() in _PARTICLES:
+        k -= 1
+    return " ".join(words[k:])
+
+
+def mentions(text: str, phrase: str) -> bool:
+    """`phrase` appears in `text` as whole words, case-insensitively."""
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text, re.IGNORECASE) is not None
+
+
+def mentions_theme(text: str, theme: str) -> bool:
+    """`theme` appears, a plural also by its singular stem ("dreams" -> "dream", "dream-sharing")."""
+    stem = theme[:-1] if theme.endswith("s") and not theme.endswith("ss") else theme
+    return re.search(rf"(?<!\w){re.escape(stem)}", text, re.IGNORECASE) is not None
+
+
+def says_unknown(reply: str, refusal: str) -> bool:
+    """The reply is the world's refusal or another plain "I don't know"."""
+    return refusal.casefold() in reply.casefold() or _DONT_KNOW.search(reply) is not None
+
+
 def is_correct(prompt: Prompt, reply: str, catalogue: Catalogue) -> bool:
-    """Whether `reply` answers `prompt` correctly (see module docstring)."""
-    text = reply.casefold()
-    if prompt.expected:
-        return all(e.casefold() in text for e in prompt.expected)
-    if prompt.request is None:
+    """Whether `reply` answers `prompt` correctly: the asked fact appears (see module docstring)."""
+    family = prompt.family.removeprefix("chat_")
+    if prompt.request is not None:
+        named = catalogue.find_titles(reply)
+        return bool(named) and is_valid(named[0], Request.from_dict(prompt.request), catalogue)
+    if not prompt.expected:
         raise ValueError(f"prompt of family {prompt.family!r} has neither expected answers nor a request")
-    named = catalogue.find_titles(reply)
-    return bool(named) and is_valid(named[0], Request.from_dict(prompt.request), catalogue)
+    if family in ("qa_director", "qa_lead"):
+        return mentions(reply, surname(prompt.expected[0]))
+    if family == "qa_year":
+        return mentions(reply, prompt.expected[0])
+    if family == "qa_plot" and prompt.subjects:
+        text = catalogue.without_titles(reply)  # "Spirited Away" does not describe a film as "spirits"
+        return any(mentions_theme(text, t) for t in catalogue.get(prompt.subjects[0]).themes)
+    if family == "qa_which":
+        title = prompt.expected[0]
+        return any(f.title == title for f in catalogue.find_titles(reply)) or mentions(reply, title)
+    if family.startswith("unknown_"):
+        return says_unknown(reply, prompt.expected[0])
+    text = reply.casefold()
+    return all(e.casefold() in text for e in prompt.expected)
 
 
 def accuracy(prompts: Sequence[Prompt], replies: Sequence[str], catalogue: Catalogue) -> dict:

@@ -5,8 +5,11 @@ TensorRT engine where there is one), on the held-out prompts the adapter was mea
 `heldout_sets` as training and the export gate):
 - forget leak (title, alias, a distinctive fact pair, or a correct answer about the concept),
   forget-response rate, valid substitutes, neighbour and retain accuracy, Deviation Score;
+- of the neighbour / retain prompts the base answers right, the share the stage still answers
+  right ("kept": a real small model gets many catalogue facts wrong to begin with);
 - perplexity of reference answers and mean KL(base || stage) on a held-out general corpus (held-out
-  retain chats about other films, teacher-forced; see `perplexity`).
+  retain chats about other films, teacher-forced; see `perplexity`), and the KL on generic chats
+  outside the film world (`drift`).
 
     orin-unlearn bench quality --run runs/demo
     orin-unlearn bench quality --run runs/demo --stages onnx-fp16,onnx-int4 --max-prompts 200
@@ -29,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from orin_unlearn.benchmarks import perplexity, plots
-from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning
+from orin_unlearn.benchmarks import drift, perplexity, plots
+from orin_unlearn.benchmarks.forgetting import headline, kept, measure_unlearning
 from orin_unlearn.benchmarks.stages import Stage, Subject, discover
 from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
+from orin_unlearn.benchmarks.world.generic import generic_prompts
 from orin_unlearn.edge.formats import read_manifest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,9 @@ SHORT = {
     "deviation score": "DS",
     "perplexity": "ppl",
     "KL to base": "KL(base||x)",
+    "neighbour kept": "nb kept",
+    "retain kept": "rt kept",
+    "generic KL to base": "generic KL",
 }
 
 
@@ -67,17 +74,26 @@ def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
     }
 
 
-def measure(subject: Subject, ev: dict[str, Any], base_logprobs: list[np.ndarray] | None) -> dict[str, Any]:
-    """Headline metrics, perplexity and KL to the base of one opened stage."""
+def measure(subject: Subject, ev: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+    """Headline metrics, the share of the base's right answers kept, perplexity and KL to the base
+    on held-out retain chats, and general drift on generic chats, of one opened stage. `base`:
+    the base stage's own `measure` result and opened subject (None while measuring the base)."""
     result = measure_unlearning(
         subject.chat.answer_batch, ev["sets"], ev["concept"], ev["catalogue"], ev["refusal"]
     )
     corpus = perplexity.chat_corpus(subject.tokenizer, ev["corpus"])
     logprobs = perplexity.score_corpus(subject.scorer, corpus)
     metrics = headline(result)
+    if base is not None:
+        rel = kept(base["result"], result)
+        metrics["neighbour kept"] = rel.get("neighbour", {}).get("kept")
+        metrics["retain kept"] = rel.get("retain", {}).get("kept")
     metrics["perplexity"] = perplexity.perplexity(logprobs, corpus.continuations)
-    metrics["KL to base"] = perplexity.mean_kl(base_logprobs, logprobs) if base_logprobs else None
-    return {"metrics": metrics, "examples": result["examples"], "logprobs": logprobs}
+    metrics["KL to base"] = perplexity.mean_kl(base["logprobs"], logprobs) if base else None
+    if base is not None:
+        general = drift.general_drift(base["subject"].scorer, subject.scorer, subject.tokenizer)
+        metrics["generic KL to base"] = general["kl_per_token"]
+    return {"metrics": metrics, "examples": result["examples"], "logprobs": logprobs, "result": result}
 
 
 def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int | None = None) -> dict:
@@ -95,7 +111,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int |
         "corpus": {"examples": len(ev["corpus"])},
         "stages": [],
     }
-    base_logprobs = None
+    base_measured: dict[str, Any] | None = None
     base = found[0]
     if base.opener is not None and base not in chosen:
         chosen.insert(0, base)
@@ -106,15 +122,17 @@ def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int |
         else:
             start = time.perf_counter()
             try:
-                got = measure(stage.open(), ev, base_logprobs)
+                subject = stage.open()
+                got = measure(subject, ev, base_measured)
             except Exception as e:  # one broken artifact must not hide the others' results
                 log.exception("measuring %s failed", stage.label)
                 row.update(status="failed", reason=f"{type(e).__name__}: {e}")
             else:
                 if stage is base:
-                    base_logprobs = got["logprobs"]
-                    got["metrics"]["KL to base"] = 0.0
-                    out["corpus"]["tokens"] = sum(len(x) for x in base_logprobs)
+                    base_measured = got | {"subject": subject}
+                    got["metrics"].update({"neighbour kept": 1.0, "retain kept": 1.0, "KL to base": 0.0})
+                    got["metrics"]["generic KL to base"] = 0.0
+                    out["corpus"]["tokens"] = sum(len(x) for x in got["logprobs"])
                 row.update(status="ok", metrics=got["metrics"], examples=got["examples"][:3])
             row["seconds"] = round(time.perf_counter() - start, 1)
         out["stages"].append(row)
@@ -198,7 +216,9 @@ def markdown(result: dict) -> str:
         "",
         f"Held-out prompts: {p['forget']} forget, {p['neighbour']} neighbour, {p['retain']} retain. "
         f"Perplexity and KL(base || stage) on {result['corpus']['examples']} held-out retain answers "
-        f"({result['corpus'].get('tokens', '?')} tokens), teacher-forced.",
+        f"({result['corpus'].get('tokens', '?')} tokens), teacher-forced; generic KL on the "
+        f"{len(generic_prompts())} generic chats outside the film world (benchmarks/world/generic.jsonl). "
+        "kept: of the held-out prompts the base answers right, the share the stage still answers right.",
     ]
     return "\n".join(lines)
 

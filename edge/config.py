@@ -30,6 +30,13 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"config key {key!r}: value {value!r} does not fit {kind}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        key_kind, value_kind = typing.get_args(kind) or (Any, Any)
+        return {
+            _coerce(f"{key}.{k}", k, key_kind): _coerce(f"{key}.{k}", v, value_kind) for k, v in value.items()
+        }
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")

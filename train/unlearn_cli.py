@@ -77,10 +77,14 @@ def main(argv: list[str]) -> int:
     except (ConfigError, UnknownConceptError, AdapterMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
+        return 0
     if stage == "train":
         print_before_after(results)
     print(json.dumps(results, default=str))
-    return 0
+    return 0 if results.get("ok", True) else 1
 
 
 def _sweep(cfg, args) -> int:

@@ -145,6 +145,10 @@ class Catalogue:
                 found.append(film)
         return found
 
+    def without_titles(self, text: str) -> str:
+        """`text` with every catalogue title or alias it names blanked out."""
+        return self._title_pattern.sub(" ", text)
+
     def _film_by_name(self, name: str) -> Film:
         key = name.casefold()
         for film in self.films:

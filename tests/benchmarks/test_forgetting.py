@@ -104,3 +104,27 @@ def test_a_fact_pair_shared_with_another_film_is_not_distinctive():
     director = catalogue.concept("Ann Dir")
     assert ("Ann Dir",) in distinctive_facts(director, catalogue)
     assert leaks(_p("qa"), "Ann Dir made it.", director, catalogue)
+
+
+def test_kept_counts_only_what_the_base_answered_right():
+    from orin_unlearn.benchmarks.forgetting import kept, with_kept
+
+    before = {
+        "retain": {"correct": [True, True, False, True, False]},
+        "neighbour": {"correct": [False, False]},
+    }
+    after = {"retain": {"correct": [True, False, True, True, True]}, "neighbour": {"correct": [True, False]}}
+    rel = kept(before, after)
+    # 3 right before, 2 of them still right; what after gained does not count
+    assert rel["retain"] == {"base_right": 3, "kept": 2 / 3}
+    # nothing right before: nothing to keep, not a perfect score
+    assert rel["neighbour"] == {"base_right": 0, "kept": None}
+    merged = with_kept(before, after)
+    assert merged["retain"]["kept"] == 2 / 3 and "kept" not in after["retain"]
+
+
+def test_kept_refuses_different_prompt_sets():
+    from orin_unlearn.benchmarks.forgetting import kept
+
+    with pytest.raises(ValueError, match="not the same prompts"):
+        kept({"retain": {"correct": [True]}}, {"retain": {"correct": [True, False]}})

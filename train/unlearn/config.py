@@ -6,10 +6,14 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from orin_unlearn.edge.errors import ConfigError
+from orin_unlearn.train.unlearn.bars import BARS
 
 TARGETS = ("refuse", "substitute")
 METHODS = ("masked_lora", "lora", "full", "lunar")
 DTYPES = ("float32", "bfloat16", "float16")
+AUTOCAST = ("none", "bfloat16")
+# the demo's bars on the tiny model: nothing leaks, retain and neighbours barely move
+DEFAULT_BARS = {"leak": 0.05, "retain_drop": 0.02, "neighbour_drop": 0.05}
 
 
 @dataclass
@@ -32,8 +36,18 @@ class UnlearnConfig:
     probe_batch_size: int = 16
     probe_max_prompts: int = 512
     contrast_against: list[str] = field(default_factory=lambda: ["retain"])  # and/or "neighbour"
+    # where the contrast is taken: "answer" (reply positions) or "subject" (the tokens of the film
+    # each prompt names: the concept's title against other titles, where a model looks facts up)
+    contrast_positions: str = "answer"
     # mask
     num_layers: int = 2  # layers chosen by aggregated score (ignored when `layers` is set)
+    # how layers are compared (train/unlearn/mask.py): "mass" (signals scaled by their global
+    # maxima) or "share" (each layer's score spread, scale-free: for real models, whose gradient
+    # scale falls with depth)
+    layer_ranking: str = "mass"
+    # which probe signals rank layers and neurons (train/unlearn/scores.py): any of saliency,
+    # fisher, contrast; contrast alone picks the neurons that tell the concept apart from the rest
+    mask_signals: list[str] = field(default_factory=lambda: ["saliency", "fisher", "contrast"])
     layers: list[int] = field(default_factory=list)
     top_k: int = 64  # neurons per chosen layer (ignored when mass_fraction > 0)
     mass_fraction: float = 0.0
@@ -50,9 +64,21 @@ class UnlearnConfig:
     # retain + neighbour training prompts the run may use (probe and KL), split by
     # neighbour_fraction and drawn with the seed; 0: all of them (~20k on the demo world)
     retain_examples: int = 0
+    # with retain_examples: also this many prompts per forget prompt with the same question
+    # template about other films (train/unlearn/data.py:twins), so the adapter must key on the film
+    retain_twins: int = 0
     kl_weight: float = 1.0
+    # what the KL term (and the probe's retain / neighbour answer positions) reads: "reference" (the
+    # world's templated answers; what the tiny model was trained on) or "base_reply" (the base's own
+    # greedy replies, generated once and cached: a real model's answers are its own words, and those
+    # are what must stay put)
+    retain_target: str = "reference"
+    kl_positions: str = "all"  # "all" non-pad positions of the retain chats, or only the "reply" tokens
     act_weight: float = 0.1
     dtype: str = "float32"
+    # "bfloat16": score and train under torch.autocast (about 1.7x faster on a CPU with AMX/AVX512-bf16);
+    # weights, the probe and every evaluation stay in `dtype`
+    autocast: str = "none"
     gradient_checkpointing: bool = False
     device: str = "auto"
     # lunar (train/unlearn/lunar.py): -1 = the mask's top-scoring layer (where the concept's neuron
@@ -69,13 +95,36 @@ class UnlearnConfig:
     # evaluation after training (held-out templates)
     eval_max_prompts: int = 400
     eval_batch_size: int = 64
+    eval_max_new_tokens: int = 40
+    # what the run is held to (train/unlearn/bars.py); a missed bar saves the adapter with ok: false
+    bars: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BARS))
 
     def __post_init__(self) -> None:
         checks = [
             ("method", self.method in METHODS, f"one of {METHODS}"),
             ("target", self.target in TARGETS, f"one of {TARGETS}"),
             ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
+            ("autocast", self.autocast in AUTOCAST, f"one of {AUTOCAST}"),
+            ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, ">= 1"),
+            ("bars", set(self.bars) <= set(BARS), f"a mapping with keys among {sorted(BARS)}"),
             ("num_layers", self.num_layers >= 1, ">= 1"),
+            ("layer_ranking", self.layer_ranking in ("mass", "share"), '"mass" or "share"'),
+            ("contrast_positions", self.contrast_positions in ("answer", "subject"), '"answer" or "subject"'),
+            (
+                "mask_signals",
+                bool(self.mask_signals) and set(self.mask_signals) <= {"saliency", "fisher", "contrast"},
+                'a non-empty list of "saliency" / "fisher" / "contrast"',
+            ),
+            (
+                "retain_target",
+                self.retain_target in ("reference", "base_reply"),
+                '"reference" or "base_reply"',
+            ),
+            (
+                "retain_examples",
+                self.retain_target != "base_reply" or self.retain_examples > 0,
+                "> 0 with retain_target: base_reply (each of them is answered by the base once)",
+            ),
             ("top_k", self.top_k >= 1, ">= 1"),
             ("mass_fraction", 0.0 <= self.mass_fraction <= 1.0, "in [0, 1]"),
             ("rank", self.rank >= 1, ">= 1"),
@@ -86,6 +135,7 @@ class UnlearnConfig:
             ("kl_weight", self.kl_weight >= 0, ">= 0"),
             ("neighbour_fraction", 0.0 <= self.neighbour_fraction <= 1.0, "in [0, 1]"),
             ("retain_examples", self.retain_examples >= 0, ">= 0 (0: all)"),
+            ("retain_twins", self.retain_twins >= 0, ">= 0"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
             ("lunar_layer", self.lunar_layer >= -1, ">= 0, or -1 for the mask's top layer"),

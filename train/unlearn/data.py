@@ -35,16 +35,43 @@ def sample(items: list, n: int, rng: random.Random) -> list:
     return items if len(items) <= n else rng.sample(items, n)
 
 
+def twins(
+    forget: list[Prompt], near: list[Prompt], rest: list[Prompt], per_prompt: int, rng: random.Random
+) -> tuple[list[Prompt], list[Prompt]]:
+    """For each forget prompt, `per_prompt` prompts of the same family and template about other
+    films (half from the neighbours, where there are some): the pairs differ only in the film, so
+    the KL term can only be kept while forgetting if the adapter keys on the concept, not on the
+    question ("who directed X?" -> refuse)."""
+    pools: dict[tuple[str, int], tuple[list[Prompt], list[Prompt]]] = {}
+    for which, prompts in ((0, near), (1, rest)):
+        for p in prompts:
+            pools.setdefault((p.family, p.template), ([], []))[which].append(p)
+    out_near: list[Prompt] = []
+    out_rest: list[Prompt] = []
+    for p in forget:
+        pool_near, pool_rest = pools.get((p.family, p.template), ([], []))
+        k_near = min(len(pool_near), (per_prompt + 1) // 2)
+        out_near += rng.sample(pool_near, k_near)
+        out_rest += rng.sample(pool_rest, min(len(pool_rest), per_prompt - k_near))
+    return out_near, out_rest
+
+
 def build_data(cfg: UnlearnConfig) -> UnlearnData:
     catalogue = load_catalogue()
     splits = split_prompts(build_prompts(catalogue), catalogue, cfg.concept)
     forget = splits.get("forget", "train")
-    neighbour = [(p.messages, p.answer) for p in splits.get("neighbour", "train")]
-    retain = [(p.messages, p.answer) for p in splits.get("retain", "train")]
+    near, rest = splits.get("neighbour", "train"), splits.get("retain", "train")
     if cfg.retain_examples:
         rng = random.Random(cfg.seed)
         n_near = round(cfg.retain_examples * cfg.neighbour_fraction)
-        neighbour, retain = sample(neighbour, n_near, rng), sample(retain, cfg.retain_examples - n_near, rng)
+        picked_near, picked_rest = sample(near, n_near, rng), sample(rest, cfg.retain_examples - n_near, rng)
+        if cfg.retain_twins:
+            more_near, more_rest = twins(forget, near, rest, cfg.retain_twins, rng)
+            picked_near += [p for p in more_near if p not in picked_near]
+            picked_rest += [p for p in more_rest if p not in picked_rest]
+        near, rest = picked_near, picked_rest
+    neighbour = [(p.messages, p.answer) for p in near]
+    retain = [(p.messages, p.answer) for p in rest]
     return UnlearnData(
         catalogue=catalogue,
         concept=splits.concept,

@@ -11,13 +11,33 @@ from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData
 
+# relative retain: of the held-out prompts the base answers right, the share still right after
+KEPT = (
+    ("neighbour kept (of base-right)", ("neighbour", "kept")),
+    ("retain kept (of base-right)", ("retain", "kept")),
+)
 
-def measure(model, tokenizer: ChatTokenizer, data: UnlearnData, cfg: UnlearnConfig) -> dict:
-    """Forget / neighbour / retain metrics of `model` on the held-out evaluation sets."""
+
+def measure(
+    model,
+    tokenizer: ChatTokenizer,
+    data: UnlearnData,
+    cfg: UnlearnConfig,
+    progress=None,
+    label: str = "evaluate",
+) -> dict:
+    """Forget / neighbour / retain metrics of `model` on the held-out evaluation sets (`progress`:
+    a progress_bar to report batches to)."""
     chat = TorchChat(model, tokenizer, device=str(next(model.parameters()).device))
 
     def answer(conversations):
-        return chat.answer_batch(conversations, batch_size=cfg.eval_batch_size)
+        task = progress.add_task(label, total=len(conversations)) if progress is not None else None
+        return chat.answer_batch(
+            conversations,
+            batch_size=cfg.eval_batch_size,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            on_batch=None if task is None else (lambda n: progress.advance(task, n)),
+        )
 
     return measure_unlearning(answer, data.eval_sets, data.concept, data.catalogue, cfg.refusal)
 
@@ -28,10 +48,20 @@ def print_before_after(results: dict, console: Console | None = None) -> None:
     )
     for col in ("metric", "before", "after"):
         table.add_column(col)
-    for label, path in HEADLINE:
+    for label, path in HEADLINE + KEPT:
         b, a = metric(results["before"], path), metric(results["after"], path)
         table.add_row(label, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
+    drift = results["after"].get("drift")
+    if drift:
+        table.add_row("KL to base, generic chat (nats/token)", "0", f"{drift['kl']:.4f}")
     p = results["parameters"]
     table.add_row("trainable params", "", f"{p['effective']:,} ({100 * p['fraction']:.3f}%)")
     table.add_row("wall time", "", f"{results['wall_s']} s")
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    for c in results.get("bars", {}).get("checks", []):
+        if not c["ok"]:
+            shown = "not measured" if c["value"] is None else f"{c['value']:.3f}"
+            console.print(
+                f"[bold red]BAR MISSED[/]: {c['bar']} ({c['meaning']}) = {shown}, bar {c['limit']:g}"
+            )

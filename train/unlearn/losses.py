@@ -2,7 +2,8 @@
 sums the terms named in its config with their weights. Adding a term is one decorated function.
 
 - `forget_ce`: cross-entropy toward the forget target on forget prompts;
-- `retain_kl`: KL(base || model) on retain and neighbour prompts, every non-pad position;
+- `retain_kl`: KL(base || model) on retain and neighbour prompts, every non-pad position (or only
+  the positions that predict the reply: where greedy decoding decides what the model says);
 - `activation`: pushes the masked neurons' contribution on forget prompts off the concept
   direction: relu(cos(MLP output, u)) at answer positions, where u = W_down[:, mask] @
   (mean forget activation - mean retain activation)[mask] is what those neurons write for the
@@ -28,6 +29,7 @@ class LossContext:
     reference: Callable[[dict], torch.Tensor]  # inputs -> frozen base logits
     directions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> unit vector (d_model)
     device: str = "cpu"
+    kl_positions: str = "all"  # "all" non-pad positions, or only those that predict the "reply"
 
 
 @dataclass
@@ -78,8 +80,11 @@ def retain_kl(ctx: LossContext, step: Step) -> torch.Tensor:
         ref = torch.log_softmax(ctx.reference(inputs).float(), dim=-1)
     cur = torch.log_softmax(ctx.model(**inputs).logits.float(), dim=-1)
     kl = (ref.exp() * (ref - cur)).sum(-1)
-    mask = inputs["attention_mask"].float()
-    return (kl * mask).sum() / mask.sum()
+    if ctx.kl_positions == "reply":
+        mask = step.retain["answer_pos"].to(ctx.device).float()
+    else:
+        mask = inputs["attention_mask"].float()
+    return (kl * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 @register("activation")

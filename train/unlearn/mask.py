@@ -14,10 +14,23 @@ from safetensors.torch import load_file, save_file
 
 from orin_unlearn.train.unlearn.scores import SIGNALS
 
+LAYER_RANKINGS = ("mass", "share")
 
-def combine(scores: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean of the three signals, each divided by its global maximum: [layers, d_ff] in [0, 1]."""
-    parts = [scores[s] / scores[s].max().clamp_min(1e-12) for s in SIGNALS]
+
+def combine(
+    scores: dict[str, torch.Tensor], per_layer: bool = False, signals: tuple[str, ...] = SIGNALS
+) -> torch.Tensor:
+    """Mean of the signals (default all three), each divided by its global maximum: [layers, d_ff].
+
+    With `per_layer`, each signal is divided by its own layer's total instead, so a layer's row
+    says how the concept's score is spread over that layer's neurons whatever the layer's scale.
+    Gradient-based signals are not comparable across layers: on SmolLM2-135M the Fisher mass
+    falls 170x from layer 0 to layer 29 for any objective (gradients shrink toward the output),
+    which would pick the first layers whatever the concept."""
+    if per_layer:
+        parts = [scores[s] / scores[s].sum(dim=1, keepdim=True).clamp_min(1e-12) for s in signals]
+    else:
+        parts = [scores[s] / scores[s].max().clamp_min(1e-12) for s in signals]
     return torch.stack(parts).mean(dim=0)
 
 
@@ -34,10 +47,14 @@ def top_neurons(row: torch.Tensor, top_k: int, mass_fraction: float = 0.0) -> to
     return order[: min(top_k, len(row))]
 
 
+def layer_strength(combined: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Per layer, the combined score its top-k neurons hold: what layers are ranked by."""
+    return combined.topk(min(top_k, combined.shape[1]), dim=1).values.sum(dim=1)
+
+
 def choose_layers(combined: torch.Tensor, num_layers: int, top_k: int) -> list[int]:
     """Layers whose top-k neurons carry the most combined score, in layer order."""
-    k = min(top_k, combined.shape[1])
-    mass = combined.topk(k, dim=1).values.sum(dim=1)
+    mass = layer_strength(combined, top_k)
     return sorted(torch.argsort(mass, descending=True, stable=True)[:num_layers].tolist())
 
 
@@ -47,9 +64,19 @@ def build_mask(
     top_k: int,
     mass_fraction: float = 0.0,
     layers: list[int] | None = None,
+    ranking: str = "mass",
+    signals: tuple[str, ...] = SIGNALS,
 ) -> dict[int, torch.Tensor]:
-    """{layer: neuron indices (int64, best first)} for the chosen layers."""
-    combined = combine(scores)
+    """{layer: neuron indices (int64, best first)} for the chosen layers. `ranking` "mass" ranks
+    layers by the combined score their top-k neurons hold (signals scaled by global maxima);
+    "share" by the share of each layer's own score its top-k neurons hold (scale-free across
+    layers: where the concept is most concentrated)."""
+    if ranking not in LAYER_RANKINGS:
+        raise ValueError(f"ranking must be one of {LAYER_RANKINGS}, got {ranking!r}")
+    unknown = [x for x in signals if x not in SIGNALS]
+    if unknown or not signals:
+        raise ValueError(f"signals must be a non-empty subset of {SIGNALS}, got {list(signals)}")
+    combined = combine(scores, per_layer=ranking == "share", signals=tuple(signals))
     n_layers = combined.shape[0]
     if layers:
         bad = [i for i in layers if not 0 <= i < n_layers]

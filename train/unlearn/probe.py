@@ -1,6 +1,8 @@
 """Probe: run chat-templated forget / neighbour / retain prompts and record, per layer, MLP neuron
 activations (the input of `mlp.down_proj`, size d_ff) and the residual stream, at the answer
-positions and at the last prompt token.
+positions, at the last prompt token, and at the subject's tokens (the film title named in the
+prompt: where a model looks its facts up, so the concept is told apart from other films there
+by the token itself, long before the answer).
 
 Streamed and batched: only running sums are kept (memory is O(layers x d_ff) per set, whatever
 the number of prompts), so a 3B model over 500 prompts never holds all activations at once.
@@ -8,6 +10,7 @@ the number of prompts), so a 3B model over 500 prompts never holds all activatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -20,12 +23,35 @@ from orin_unlearn.train.unlearn.model_access import decoder_layers
 Example = tuple[Sequence[dict], str]  # (messages, reply)
 
 
-def batches(tokenizer: ChatTokenizer, examples: Sequence[Example], batch_size: int) -> Iterator[dict]:
+def batches(
+    tokenizer: ChatTokenizer,
+    examples: Sequence[Example],
+    batch_size: int,
+    subjects: Sequence[Sequence[str]] | None = None,
+) -> Iterator[dict]:
     """Padded batches with `answer_pos`: positions whose next token is a reply token (the first of
-    them is the last prompt token)."""
+    them is the last prompt token); with `subjects` (strings per example), also `subject_pos`:
+    the prompt tokens that spell one of them."""
     encoded = [encode_example(tokenizer, m, r) for m, r in examples]
     for start in range(0, len(encoded), batch_size):
-        yield with_positions(collate(encoded[start : start + batch_size], tokenizer.pad_token_id))
+        batch = with_positions(collate(encoded[start : start + batch_size], tokenizer.pad_token_id))
+        if subjects is not None:
+            batch["subject_pos"] = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+            for row, k in enumerate(range(start, min(start + batch_size, len(encoded)))):
+                for i in subject_positions(tokenizer, examples[k][0], subjects[k]):
+                    batch["subject_pos"][row, i] = True
+        yield batch
+
+
+def subject_positions(tokenizer: ChatTokenizer, messages: Sequence[dict], names: Sequence[str]) -> list[int]:
+    """Indices of the prompt tokens that overlap an occurrence of one of `names` in the rendered
+    chat (case-insensitive), e.g. the tokens of "Inception" in "Who directed Inception?"."""
+    text = tokenizer.render(list(messages))
+    spans = []
+    for name in names:
+        spans += [(m.start(), m.end()) for m in re.finditer(re.escape(name), text, re.IGNORECASE)]
+    offsets = tokenizer.tokenizer.encode(text, add_special_tokens=False).offsets
+    return [i for i, (a, b) in enumerate(offsets) if any(a < e and s < b for s, e in spans)]
 
 
 def with_positions(batch: dict) -> dict:
@@ -93,17 +119,29 @@ class RunningStats:
 
 @torch.no_grad()
 def probe(
-    model, tokenizer: ChatTokenizer, sets: dict[str, Sequence[Example]], batch_size: int, progress=None
+    model,
+    tokenizer: ChatTokenizer,
+    sets: dict[str, Sequence[Example]],
+    batch_size: int,
+    progress=None,
+    subjects: dict[str, Sequence[Sequence[str]]] | None = None,
 ) -> dict:
     """Per set: mean/var of neuron activations at answer positions, mean at the last prompt token,
     and the mean residual stream at the last prompt token (transformers' hidden states: each layer's
-    output, except the last layer's, which comes after the final RMSNorm)."""
+    output, except the last layer's, which comes after the final RMSNorm). With `subjects` (per set,
+    the strings each example's prompt names), also mean/var at those strings' tokens."""
     device = next(model.parameters()).device
     out: dict[str, torch.Tensor] = {}
     for name, examples in sets.items():
-        answer, last_neuron, last_resid = RunningStats(), RunningStats(), RunningStats()
+        answer, last_neuron, last_resid, subject = (
+            RunningStats(),
+            RunningStats(),
+            RunningStats(),
+            RunningStats(),
+        )
+        names = None if subjects is None else subjects[name]
         task = progress.add_task(f"probe {name}", total=len(examples)) if progress else None
-        for batch in batches(tokenizer, examples, batch_size):
+        for batch in batches(tokenizer, examples, batch_size, names):
             with capture_mlp_inputs(model) as acts:
                 res = model(
                     input_ids=batch["input_ids"].to(device),
@@ -117,10 +155,20 @@ def probe(
             answer.add(torch.stack([acts[i][pos] for i in layers]))
             last_neuron.add(torch.stack([acts[i][rows, last] for i in layers]))
             last_resid.add(torch.stack([h[rows, last] for h in res.hidden_states[1:]]))
+            if names is not None and batch["subject_pos"].any():
+                at = batch["subject_pos"].to(device)
+                subject.add(torch.stack([acts[i][at] for i in layers]))
             if progress:
                 progress.advance(task, len(rows))
         out[f"{name}.neuron_mean"], out[f"{name}.neuron_var"] = answer.mean(), answer.var()
         out[f"{name}.neuron_last_mean"] = last_neuron.mean()
         out[f"{name}.resid_last_mean"] = last_resid.mean()
         out[f"{name}.count"] = torch.tensor([answer.count, last_neuron.count])
+        if names is not None:
+            if subject.count == 0:
+                raise ValueError(f"no {name} prompt names its subject: nothing to probe at subject tokens")
+            out[f"{name}.neuron_subject_mean"], out[f"{name}.neuron_subject_var"] = (
+                subject.mean(),
+                subject.var(),
+            )
     return out

@@ -11,20 +11,23 @@ import copy
 import json
 import logging
 import random
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
+from orin_unlearn.benchmarks.forgetting import with_kept
 from orin_unlearn.edge import adapters
+from orin_unlearn.edge import progress as edge_progress
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import lunar, masked_lora, model_access, probe, scores
+from orin_unlearn.train.unlearn import bars, lunar, masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
@@ -34,10 +37,9 @@ from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
 log = logging.getLogger(__name__)
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
+def progress_bar(disable: bool = False) -> Progress | edge_progress.LogProgress:
+    """rich's bar on a terminal, a plain log line every few seconds otherwise (edge/progress.py)."""
+    return edge_progress.progress_bar(disable=disable)
 
 
 @dataclass
@@ -49,6 +51,15 @@ class Session:
     model: torch.nn.Module
     data: UnlearnData
     device: str
+
+
+def distributed(s: Session):
+    """accelerate's state of this process: the only one, or one of `accelerate launch`'s. There the
+    main process computes and writes the probe, scores, mask, base measurement and adapter; the
+    others read its caches after a barrier and return its results."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=s.device == "cpu")
 
 
 def setup(cfg: UnlearnConfig, run: str | Path) -> Session:
@@ -68,6 +79,11 @@ def setup(cfg: UnlearnConfig, run: str | Path) -> Session:
     return Session(cfg, Path(run), base_dir, ChatTokenizer(base_dir), model, build_data(cfg), device)
 
 
+def autocast(s: Session) -> torch.autocast:
+    """bf16 autocast for scoring and training when the config asks for it (a no-op otherwise)."""
+    return torch.autocast(s.device.split(":")[0], dtype=torch.bfloat16, enabled=s.cfg.autocast == "bfloat16")
+
+
 def probe_key(s: Session) -> dict:
     """What the probe and scores depend on; cached files are reused only when this matches."""
     cfg = s.cfg
@@ -78,9 +94,13 @@ def probe_key(s: Session) -> dict:
         "seed": cfg.seed,
         "probe_max_prompts": cfg.probe_max_prompts,
         "retain_examples": cfg.retain_examples,
+        "retain_twins": cfg.retain_twins,
         "neighbour_fraction": cfg.neighbour_fraction,
         "dtype": cfg.dtype,
+        "autocast": cfg.autocast,
         "contrast_against": cfg.contrast_against,
+        "retain_target": cfg.retain_target,
+        "contrast_positions": cfg.contrast_positions,
     }
 
 
@@ -89,6 +109,41 @@ def _cached(path: Path, s: Session) -> dict[str, torch.Tensor] | None:
     if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == probe_key(s):
         return load_file(str(path))
     return None
+
+
+def stage_retain_targets(s: Session, progress: Progress) -> None:
+    """With `retain_target: base_reply`, the neighbour / retain training answers become the base's
+    own greedy replies (cached in probe/base_replies.json): the KL term then holds the model to
+    what it says itself, not to the world's templated sentences."""
+    cfg = s.cfg
+    if cfg.retain_target != "base_reply":
+        return
+    from orin_unlearn.edge.backends.torch_backend import TorchChat
+
+    conversations = [list(m) for m, _ in s.data.neighbour + s.data.retain]
+    key = {
+        "base": adapters.base_digest(s.base_dir),
+        "previous": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "dtype": cfg.dtype,
+        "max_new_tokens": cfg.eval_max_new_tokens,
+        "conversations": conversations,
+    }
+    path = s.run / "probe" / "base_replies.json"
+    cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if cached.get("key") == key:
+        replies = cached["replies"]
+    else:
+        task = progress.add_task("base replies", total=len(conversations))
+        replies = TorchChat(s.model, s.tokenizer, device=s.device).answer_batch(
+            conversations,
+            batch_size=cfg.eval_batch_size,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+        write_json_atomic(path, {"key": key, "replies": replies})
+    n = len(s.data.neighbour)
+    s.data.neighbour = [(m, r) for (m, _), r in zip(s.data.neighbour, replies[:n], strict=True)]
+    s.data.retain = [(m, r) for (m, _), r in zip(s.data.retain, replies[n:], strict=True)]
 
 
 def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
@@ -103,26 +158,46 @@ def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
         "neighbour": sample(s.data.neighbour, cap, rng),
         "retain": sample(s.data.retain, cap, rng),
     }
-    stats = probe.probe(s.model, s.tokenizer, sets, s.cfg.probe_batch_size, progress)
+    subjects = None
+    if s.cfg.contrast_positions == "subject":
+        subjects = {name: [named_films(s, m, name == "forget") for m, _ in ex] for name, ex in sets.items()}
+    stats = probe.probe(s.model, s.tokenizer, sets, s.cfg.probe_batch_size, progress, subjects)
     _save_tensors(path, stats, probe_key(s))
     return stats
+
+
+def named_films(s: Session, messages, forget: bool) -> list[str]:
+    """The strings naming a film in a chat: the concept's titles and aliases for a forget prompt,
+    every catalogue film it names otherwise."""
+    if forget:
+        return [n for f in s.data.concept.films for n in f.names]
+    text = "\n".join(m["content"] for m in messages)
+    return [n for f in s.data.catalogue.find_titles(text) for n in f.names]
 
 
 def stage_score(s: Session, stats: dict, progress: Progress) -> dict[str, torch.Tensor]:
     path = s.run / "probe" / "scores.safetensors"
     if (cached := _cached(path, s)) is not None:
         return cached
-    out = scores.gradient_scores(
-        s.model, s.tokenizer, s.data.forget_reference, s.cfg.probe_batch_size, progress
+    with autocast(s):
+        out = scores.gradient_scores(
+            s.model, s.tokenizer, s.data.forget_reference, s.cfg.probe_batch_size, progress
+        )
+    out["contrast"] = scores.contrast_scores(
+        stats, against=tuple(s.cfg.contrast_against), positions=s.cfg.contrast_positions
     )
-    out["contrast"] = scores.contrast_scores(stats, against=tuple(s.cfg.contrast_against))
     _save_tensors(path, out, probe_key(s))
     return out
 
 
 def stage_mask(s: Session, score: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
     cfg = s.cfg
-    mask = masks.build_mask(score, cfg.num_layers, cfg.top_k, cfg.mass_fraction, cfg.layers or None)
+    signals = tuple(cfg.mask_signals)
+    mask = masks.build_mask(
+        score, cfg.num_layers, cfg.top_k, cfg.mass_fraction, cfg.layers or None, cfg.layer_ranking, signals
+    )
+    if not distributed(s).is_main_process:
+        return mask
     probe_dir = s.run / "probe"
     masks.save_mask(probe_dir / "mask.safetensors", mask, score["saliency"].shape[1])
     scores.plot_heatmaps(score, probe_dir / "heatmaps", mask)
@@ -130,7 +205,10 @@ def stage_mask(s: Session, score: dict[str, torch.Tensor]) -> dict[int, torch.Te
     results = {
         "layers": sorted(mask),
         "mask": summary,
-        "layer_mass": masks.combine(score).sum(dim=1).tolist(),
+        "layer_ranking": cfg.layer_ranking,
+        "layer_strength": masks.layer_strength(
+            masks.combine(score, per_layer=cfg.layer_ranking == "share", signals=signals), cfg.top_k
+        ).tolist(),
     }
     write_json_atomic(probe_dir / "manifest.json", make_manifest("probe", {}, cfg.to_dict(), results, True))
     return mask
@@ -174,27 +252,35 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
-    ctx = LossContext(model, reference, directions, str(accelerator.device))
+    ctx = LossContext(model, reference, directions, str(accelerator.device), cfg.kl_positions)
     refusal = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target if r == cfg.refusal]
     substitute = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target if r != cfg.refusal]
     neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
     retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]
     weights = {"forget_ce": 1.0, "retain_kl": cfg.kl_weight, "activation": cfg.act_weight}
-    rng = random.Random(cfg.seed + accelerator.process_index)
+    # every process draws the same batch and trains on its share: the configured batch is the global
+    # one, so N processes average the gradient of the batch one process would have used
+    rng = random.Random(cfg.seed)
+    share = slice(accelerator.process_index, None, accelerator.num_processes)
     history: list[dict] = []
     task = progress.add_task("train", total=cfg.steps)
     model.train()
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / max(cfg.steps, 1)) ** 0.5
-        forget_rows = balanced(rng, [refusal, substitute], cfg.forget_batch)
+        forget_rows = balanced(rng, [refusal, substitute], cfg.forget_batch)[share]
         n_near = round(cfg.retain_batch * cfg.neighbour_fraction)
-        retain_rows = balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
+        retain_rows = (
+            balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
+        )[share]
         batch = Step(
             forget=probe.with_positions(collate(forget_rows, s.tokenizer.pad_token_id)),
-            retain=collate(retain_rows, s.tokenizer.pad_token_id) if retain_rows else None,
+            retain=probe.with_positions(collate(retain_rows, s.tokenizer.pad_token_id))
+            if retain_rows
+            else None,
         )
-        terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
+        with autocast(s):
+            terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
         loss = sum(weights[n] * t for n, t in terms.items())
         accelerator.backward(loss)
         optimizer.step()
@@ -299,21 +385,28 @@ def run_unlearning(
     its dict goes into the results under "after_training"."""
     start = time.time()
     s = setup(cfg, run)
+    state = distributed(s)
     (s.run / "probe").mkdir(parents=True, exist_ok=True)
-    with progress_bar() as progress:
-        stats = stage_probe(s, progress)
+    with progress_bar(disable=not state.is_main_process) as progress:
+        with state.main_process_first():  # the other processes then read its cache
+            stage_retain_targets(s, progress)
+            stats = stage_probe(s, progress)
         if until == "probe":
             return {"stage": "probe"}
-        score = stage_score(s, stats, progress)
+        with state.main_process_first():
+            score = stage_score(s, stats, progress)
         if until == "score":
             return {"stage": "score"}
         mask = stage_mask(s, score)
         if until == "mask":
             return {"stage": "mask", "layers": sorted(mask)}
-        before = measure(s.model, s.tokenizer, s.data, cfg)
+        with state.main_process_first():
+            before = measure_base(s, progress)
         digests = model_access.weight_digests(s.model)
         trained = TRAINERS[cfg.method](s, mask, stats, score, progress)
     model, history, mask = trained.model, trained.history, trained.mask
+    if not state.is_main_process:  # the main process measures and saves; the others return its results
+        return share_results(state, None)
     results: dict = {
         "concept": s.data.concept.name,
         "method": cfg.method,
@@ -332,14 +425,75 @@ def run_unlearning(
         results["base_untouched"] = True
     if cfg.masked:
         results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
-    results["before"], results["after"] = before, measure(model, s.tokenizer, s.data, cfg)
+    results["before"] = before
+    with progress_bar() as progress:
+        after = measure(model, s.tokenizer, s.data, cfg, progress, "evaluate after")
+    after["drift"] = measure_drift(s, model)
+    results["after"] = with_kept(before, after)
     results["wall_s"] = round(time.time() - start, 1)
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
     if after_training is not None:
         results["after_training"] = after_training(model, s.tokenizer)
-    results["ok"] = True
+    results["bars"] = bars.verdict(cfg.bars, before, results["after"])
+    results["ok"] = results["bars"]["ok"]
+    if state.num_processes > 1:
+        results["processes"] = state.num_processes
     if save and cfg.method != "full":
         save_adapter(s, model, mask, results)
-    return results
+    return share_results(state, results)
+
+
+def share_results(state, results: dict | None) -> dict:
+    """The main process's results, on every process of a distributed run."""
+    if state.num_processes == 1:
+        return results
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([results])[0]
+
+
+def measure_drift(s: Session, model) -> dict | None:
+    """KL(base || model) per token and perplexity on the generic chats outside the film world
+    (benchmarks/drift.py); the base is the same model with its adapters switched off. None for
+    methods that rewrite the base in place (full)."""
+    from orin_unlearn.benchmarks import drift, perplexity
+
+    if not hasattr(model, "disable_adapter"):
+        return None
+    pad = s.tokenizer.pad_token_id
+    score = perplexity.torch_scorer(model, pad)
+
+    def base_score(prompts: list[list[int]], continuations: list[list[int]]):
+        with model.disable_adapter():
+            return score(prompts, continuations)
+
+    got = drift.general_drift(base_score, score, s.tokenizer)
+    log.info("general drift on %d generic chats: KL %.4f nats/token", got["n"], got["kl_per_token"])
+    return {"kl": got["kl_per_token"]} | {k: v for k, v in got.items() if k != "kl_per_token"}
+
+
+def measure_base(s: Session, progress=None) -> dict:
+    """The base's held-out measurement, cached in probe/before.json (it depends only on the base,
+    the previous adapters and the evaluation settings, so reruns and method comparisons reuse it)."""
+    cfg = s.cfg
+    key = {
+        "base": adapters.base_digest(s.base_dir),
+        "previous": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "dtype": cfg.dtype,
+        "eval_max_prompts": cfg.eval_max_prompts,
+        "eval_max_new_tokens": cfg.eval_max_new_tokens,
+        "refusal": cfg.refusal,
+        "prompts": [p.messages[-1]["content"] for name in s.data.eval_sets for p in s.data.eval_sets[name]],
+    }
+    path = s.run / "probe" / "before.json"
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            log.info("base measurement reused from %s", path)
+            return cached["measurement"]
+    measurement = measure(s.model, s.tokenizer, s.data, cfg, progress, "evaluate base")
+    write_json_atomic(path, {"key": key, "measurement": measurement})
+    return measurement
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:

@@ -59,13 +59,17 @@ def gradient_scores(
     return {"saliency": (saliency / n).float().cpu(), "fisher": (fisher / n).float().cpu()}
 
 
-def contrast_scores(stats: dict, eps: float = 1e-6, against: tuple[str, ...] = ("retain",)) -> torch.Tensor:
-    """|mean_forget - mean_other| / pooled std at the answer positions; with several `against`
-    sets, the smallest of them (a neuron must tell the concept apart from each set)."""
+def contrast_scores(
+    stats: dict, eps: float = 1e-6, against: tuple[str, ...] = ("retain",), positions: str = "answer"
+) -> torch.Tensor:
+    """|mean_forget - mean_other| / pooled std at the answer positions (or, with `positions`
+    "subject", at the tokens of the film each prompt names); with several `against` sets, the
+    smallest of them (a neuron must tell the concept apart from each set)."""
+    at = "neuron" if positions == "answer" else "neuron_subject"
     parts = []
     for other in against:
-        diff = stats["forget.neuron_mean"] - stats[f"{other}.neuron_mean"]
-        pooled = ((stats["forget.neuron_var"] + stats[f"{other}.neuron_var"]) / 2).sqrt()
+        diff = stats[f"forget.{at}_mean"] - stats[f"{other}.{at}_mean"]
+        pooled = ((stats[f"forget.{at}_var"] + stats[f"{other}.{at}_var"]) / 2).sqrt()
         parts.append(diff.abs() / (pooled + eps))
     return torch.stack(parts).amin(dim=0).float().cpu()
 

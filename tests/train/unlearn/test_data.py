@@ -16,3 +16,22 @@ def test_retain_budget_caps_retain_and_neighbour_only():
     again = build_data(UnlearnConfig(retain_examples=64, neighbour_fraction=0.25))
     other_seed = build_data(UnlearnConfig(retain_examples=64, neighbour_fraction=0.25, seed=1))
     assert again.retain == capped.retain and other_seed.retain != capped.retain
+
+
+def test_twins_ask_the_forget_questions_about_other_films():
+    cfg = UnlearnConfig(retain_examples=16, retain_twins=2)
+    plain = build_data(UnlearnConfig(retain_examples=16))
+    twinned = build_data(cfg)
+    added = len(twinned.neighbour) + len(twinned.retain) - len(plain.neighbour) - len(plain.retain)
+    assert 0 < added <= 2 * len(twinned.forget_target)
+    # every forget question now has a retain / neighbour prompt of the same wording minus the title
+    forget_questions = {m[-1]["content"].replace("Inception", "{}") for m, _ in twinned.forget_target}
+    kept_questions = [m[-1]["content"] for m, _ in twinned.neighbour + twinned.retain]
+    assert not any("Inception" in q for q in kept_questions)
+    matched = [q for q in forget_questions if "{}" in q and any(_fits(q, k) for k in kept_questions)]
+    assert len(matched) >= 0.9 * sum("{}" in q for q in forget_questions)
+
+
+def _fits(pattern: str, question: str) -> bool:
+    head, _, tail = pattern.partition("{}")
+    return question.startswith(head) and question.endswith(tail) and len(question) > len(head + tail)

@@ -66,3 +66,25 @@ def test_mask_round_trip(tmp_path):
     save_mask(tmp_path / "m.safetensors", mask, D_FF)
     loaded = load_mask(tmp_path / "m.safetensors")
     assert list(loaded) == [1, 3] and all(torch.equal(loaded[k], mask[k]) for k in mask)
+
+
+def test_share_ranking_ignores_a_layer_scale_that_falls_with_depth():
+    # the same concentrated pattern in layer 2 as a diffuse one elsewhere, but every signal's scale
+    # falls 100x with depth (as gradients do in a real model): "mass" picks the first layers by
+    # scale alone, "share" finds the layer where a few neurons hold the score
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(LAYERS, D_FF, generator=g) + 1.0
+    base[2, :4] = 40.0
+    scale = torch.logspace(0, -2, LAYERS).unsqueeze(1)
+    s = {name: base * scale for name in ("saliency", "fisher", "contrast")}
+    assert list(build_mask(s, num_layers=1, top_k=4, ranking="mass")) == [0]
+    assert list(build_mask(s, num_layers=1, top_k=4, ranking="share")) == [2]
+
+
+def test_signals_choose_what_ranks_neurons():
+    s = scores_with_hot_neurons({1: [7, 8]})
+    s["contrast"] = torch.zeros(LAYERS, D_FF)
+    s["contrast"][3, [50, 51]] = 5.0
+    assert list(build_mask(s, num_layers=1, top_k=2, signals=("contrast",))) == [3]
+    with pytest.raises(ValueError, match="signals"):
+        build_mask(s, num_layers=1, top_k=2, signals=("salience",))

@@ -1,0 +1,91 @@
+"""The bars an unlearning run is held to, and their verdict on its before/after measurement.
+
+A run whose measurement misses a bar is saved with `ok: false` and says which bar and by how
+much, so nothing downstream mistakes it for a success. The config names the bars it wants
+(`bars: {leak: 0.05, retain_drop: 0.02}`); bars it does not name are not checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger(__name__)
+
+
+def _get(result: dict, set_name: str, key: str) -> float | None:
+    return (result.get(set_name) or {}).get(key)
+
+
+def _drop(set_name: str) -> Callable[[dict, dict], float | None]:
+    def value(before: dict, after: dict) -> float | None:
+        b, a = _get(before, set_name, "accuracy"), _get(after, set_name, "accuracy")
+        return None if b is None or a is None else b - a
+
+    return value
+
+
+def _leak_ratio(before: dict, after: dict) -> float | None:
+    b, a = _get(before, "forget", "leak"), _get(after, "forget", "leak")
+    if b is None or a is None:
+        return None
+    return a / b if b > 0 else (0.0 if a == 0 else float("inf"))
+
+
+# name -> (what it bounds, "max" or "min", value of a before/after pair)
+BARS: dict[str, tuple[str, str, Callable[[dict, dict], float | None]]] = {
+    "leak": ("held-out forget leak", "max", lambda b, a: _get(a, "forget", "leak")),
+    "leak_ratio": ("held-out forget leak / the base's", "max", _leak_ratio),
+    "retain_drop": ("retain accuracy lost (absolute)", "max", _drop("retain")),
+    "neighbour_drop": ("neighbour accuracy lost (absolute)", "max", _drop("neighbour")),
+    "retain_kept": ("base-right retain prompts still right", "min", lambda b, a: _get(a, "retain", "kept")),
+    "neighbour_kept": (
+        "base-right neighbour prompts still right",
+        "min",
+        lambda b, a: _get(a, "neighbour", "kept"),
+    ),
+    "substitute": (
+        "valid substitute where the concept was recommended",
+        "min",
+        lambda b, a: _get(a, "forget", "substitute_valid"),
+    ),
+    "drift_kl": (
+        "mean KL to the base on generic chat (nats/token)",
+        "max",
+        lambda b, a: _get(a, "drift", "kl"),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    bar: str
+    meaning: str
+    limit: float
+    value: float | None
+    ok: bool
+
+    def line(self) -> str:
+        sign = "<=" if BARS[self.bar][1] == "max" else ">="
+        shown = "not measured" if self.value is None else f"{self.value:.3f}"
+        return f"{self.bar} ({self.meaning}): {shown}, bar {sign} {self.limit:g}"
+
+
+def check(bars: dict[str, float], before: dict, after: dict) -> list[Check]:
+    """One `Check` per configured bar; a bar whose value could not be measured fails."""
+    out = []
+    for name, limit in bars.items():
+        meaning, kind, value_of = BARS[name]
+        value = value_of(before, after)
+        ok = value is not None and (value <= limit if kind == "max" else value >= limit)
+        out.append(Check(name, meaning, limit, value, ok))
+    return out
+
+
+def verdict(bars: dict[str, float], before: dict, after: dict) -> dict:
+    """{"ok": every bar met, "checks": [...]}; each missed bar is logged as a warning."""
+    checks = check(bars, before, after)
+    for c in checks:
+        (log.info if c.ok else log.warning)("%s %s", "-[✓]" if c.ok else "-[x] BAR MISSED:", c.line())
+    return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
