@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from orin_unlearn.benchmarks.quality import AnswerFn, evaluate
 from orin_unlearn.benchmarks.world import (
@@ -47,9 +48,14 @@ def base_eval_sets(
 
 
 def measure_base(
-    answer: AnswerFn, concept: str = DEFAULT_CONCEPT, limit: int | None = None, seed: int = 0
+    answer: AnswerFn,
+    concept: str = DEFAULT_CONCEPT,
+    limit: int | None = None,
+    seed: int = 0,
+    bars: dict[str, float] | None = None,
 ) -> dict:
-    """Accuracy of `answer` on each base-evaluation set, and whether each bar is met."""
+    """Accuracy of `answer` on each base-evaluation set, and whether each bar is met (`bars`:
+    default `BARS`, the tiny world model's; `{}` measures a real model without bars)."""
     catalogue = load_catalogue()
     result: dict = {"concept": concept, "sets": {}, "bars": {}}
     for name, prompts in base_eval_sets(concept, limit, seed).items():
@@ -59,7 +65,7 @@ def measure_base(
             for p, r in zip(prompts[:5], replies[:5], strict=True)
         ]
         result["sets"][name] = table
-    for name, bar in BARS.items():
+    for name, bar in (BARS if bars is None else bars).items():
         got = result["sets"][name]["all"]["accuracy"]
         result["bars"][name] = {"required": bar, "measured": got, "ok": got is not None and got >= bar}
     result["ok"] = all(b["ok"] for b in result["bars"].values())
@@ -95,9 +101,21 @@ def model_card(result: dict, config: dict, params: int, wall_s: float | None) ->
     return "\n".join(lines)
 
 
-def measure_model_dir(model_dir: str | Path, limit: int | None = None) -> dict:
+def measure_model_dir(
+    model_dir: str | Path,
+    limit: int | None = None,
+    concept: str = DEFAULT_CONCEPT,
+    bars: dict[str, float] | None = None,
+) -> dict:
     """`measure_base` with the torch reference backend on a model directory."""
     from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.progress import progress_bar
 
     chat = TorchChat.from_dir(model_dir)
-    return measure_base(chat.answer_batch, limit=limit)
+    with progress_bar() as progress:  # a real model takes minutes: show it in a log file too
+
+        def answer(conversations: list[list[dict]], **kwargs: Any) -> list[str]:
+            task = progress.add_task("base quality", total=len(conversations))
+            return chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n), **kwargs)
+
+        return measure_base(answer, concept, limit, bars=bars)

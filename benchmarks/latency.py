@@ -62,6 +62,20 @@ def prompt_of(generator: Generator, tokens: int) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
+def fit_lengths(generator: Generator, prompts: list[int], outputs: list[int]) -> list[int]:
+    """`prompts` clamped to what the model takes: at least the empty chat template plus one token
+    (a real chat template may carry a long default system prompt), at most the context less the
+    longest output; repeats dropped, order kept. ValueError when no prompt fits at all."""
+    shortest = len(generator.prompt_ids([{"role": "user", "content": ""}])) + 1
+    longest = min(generator.max_prompt, generator.backend.max_context - max(outputs))
+    if shortest > longest:
+        raise ValueError(
+            f"no prompt fits: the chat template takes {shortest - 1} tokens and the context "
+            f"{generator.backend.max_context} must leave room for {max(outputs)} generated tokens"
+        )
+    return list(dict.fromkeys(min(max(p, shortest), longest) for p in prompts))
+
+
 def measure_cell(generator: Generator, prompt: list[dict], outputs: int, repeats: int) -> dict[str, Any]:
     ttft, gaps, rates, prompt_tokens = [], [], [], 0
     for _ in range(repeats):
@@ -126,9 +140,14 @@ def run(
     repeats: int,
     warmup: int,
     power: str = "auto",
+    fit: bool = False,
 ) -> dict[str, Any]:
+    """Measure the grid; with `fit`, prompt lengths the model cannot take are clamped into its
+    range (`fit_lengths`) instead of failing."""
     model_dir = Path(model_dir)
     generator = Generator.from_dir(model_dir, backend)
+    if fit:
+        prompts = fit_lengths(generator, prompts, outputs)
     cells = [(p, o) for p in prompts for o in outputs]
     for p, o in cells[:1] * warmup:
         generator.generate(prompt_of(generator, p), SamplingParams(max_new_tokens=o, ignore_eos=True))

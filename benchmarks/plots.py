@@ -39,3 +39,13 @@ def draw(plot: Callable[[Any, Path], Any], result: Any, path: str | Path) -> Pat
     except ImportError as e:
         log.warning("no plot %s: %s (pip install matplotlib)", path, e)
         return None
+
+
+def spread(n: int, most: int) -> list[int]:
+    """At most `most` of the indices 0..n-1, evenly spaced, always the first and the last: which
+    layers a per-layer plot labels or draws when a real model has 30 of them."""
+    if n <= most:
+        return list(range(n))
+    if most < 2:
+        raise ValueError(f"need room for at least 2 of {n} indices, got {most}")
+    return sorted({round(k * (n - 1) / (most - 1)) for k in range(most)})

@@ -201,7 +201,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
         ax = axes[0][1]
         for label, rows in lens.items():
             ax.plot([r["layer"] for r in rows], [r["p_answer"] for r in rows], marker="o", label=label)
-        ax.set_xticks([r["layer"] for r in next(iter(lens.values()))])
+        ax.set_xticks(plots.spread(len(next(iter(lens.values()))), 16))
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel("p(fact's first token), teacher-forced")
         ax.set_ylim(0, 1.05)
@@ -224,7 +224,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
                 marker=".",
                 label=f"{label}: accuracy on unseen films",
             )
-        ax.set_xticks(layers)
+        ax.set_xticks(plots.spread(len(layers), 16))
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylim(0, 1.05)
         ax.set_title("linear probe: is the concept still its director's?")

@@ -144,8 +144,13 @@ def discover(run: Path) -> list[Stage]:
         torch_stage(f"merged (torch {short})", merged, lambda: adapters.load_model(merged, dtype))
     for variant in ONNX_VARIANTS:
         folder = run / "export" / f"onnx-{variant}"
-        if (folder / MANIFEST).is_file():
+        if not (folder / MANIFEST).is_file():
+            continue
+        if read_manifest(folder)["ok"]:
             stages.append(Stage(f"onnx-{variant}", folder, lambda f=folder: _onnx_subject(f)))
+        else:  # the runtime refuses it, and the export's own table has its measurements
+            why = "failed its export gate (manifest ok: false; its metrics are in export/export.json)"
+            stages.append(Stage(f"onnx-{variant}", folder, None, why))
     engine = run / "engine"
     if not (engine / MANIFEST).is_file():
         stages.append(

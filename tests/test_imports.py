@@ -13,6 +13,7 @@ MODULES = [
     "orin_unlearn.edge",
     "orin_unlearn.edge.cli",
     "orin_unlearn.edge.demo",
+    "orin_unlearn.edge.demo_stages",
     "orin_unlearn.edge.tokenizer",
     "orin_unlearn.edge.formats",
     "orin_unlearn.edge.config",

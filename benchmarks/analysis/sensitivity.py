@@ -18,7 +18,7 @@ import numpy as np
 from orin_unlearn.benchmarks.analysis.context import RunContext
 from orin_unlearn.benchmarks.analysis.ranks import spearman
 from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt
-from orin_unlearn.benchmarks.plots import pyplot, save
+from orin_unlearn.benchmarks.plots import pyplot, save, spread
 
 TITLE = "Layer sensitivity (gradient norm, saliency, Fisher)"
 
@@ -87,7 +87,7 @@ def plot(result: dict, path) -> list[str]:
         for layer in result.get("chosen_layers", []):
             ax.axvspan(layer - 0.4, layer + 0.4, color="gold", alpha=0.35, lw=0)
         ax.bar(layers, values, color="tab:purple")
-        ax.set_xticks(layers)
+        ax.set_xticks(spread(len(layers), 16))
         ax.set_xlabel("layer (chosen shaded)")
         ax.set_title(name, fontsize=9)
     if not drawn:

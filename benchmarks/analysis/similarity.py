@@ -18,10 +18,12 @@ import numpy as np
 from orin_unlearn.benchmarks.analysis.context import RunContext
 from orin_unlearn.benchmarks.analysis.ranks import spearman
 from orin_unlearn.benchmarks.analysis.registry import Outcome, analysis, fmt
-from orin_unlearn.benchmarks.plots import pyplot, save
+from orin_unlearn.benchmarks.plots import pyplot, save, spread
 
 TITLE = "Semantic vs activation similarity (per layer)"
 PROMPTS_PER_SET = 16
+MAX_PANELS = 8  # layers drawn in the plot (every layer is in the JSON and the table)
+WIDE_TABLE = 12  # up to this many layers the table has one column per layer, else one row
 
 
 def cosine_matrix(x: np.ndarray, centre: bool = False) -> np.ndarray:
@@ -76,29 +78,39 @@ def run(ctx: RunContext) -> Outcome:
     result = {**summary, "sets": sets, "prompts_text": [_text(p.messages) for p in prompts]}
     (ctx.out / "similarity.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     _plot(sem, acts, rho, sets, ctx.out / "similarity.png")
-    layers = range(len(rho["before"]))
     body = [
         f"{len(prompts)} held-out prompts ({PROMPTS_PER_SET} each of forget, neighbour, retain). Spearman",
         "rank correlation between pairwise semantic similarity (all-MiniLM-L6-v2) and pairwise cosine",
         "of the mean-centred residual stream at the last prompt token:",
         "",
-        "| layer | " + " | ".join(str(i) for i in layers) + " |",
-        "|---|" + "---|" * len(rho["before"]),
+        *_table(rho),
+        "",
+        "Heatmaps: `analysis/similarity.png`.",
     ]
-    body += [f"| {w} | " + " | ".join(fmt(v) for v in rho[w]) + " |" for w in ("before", "after")]
-    body += ["", "Heatmaps: `analysis/similarity.png`."]
     return Outcome("ok", TITLE, "\n".join(body), summary, ["similarity.json", "similarity.png"])
 
 
+def _table(rho: dict) -> list[str]:
+    """Markdown rows: one column per layer for a small model, one row per layer for a deep one."""
+    n = len(rho["before"])
+    if n > WIDE_TABLE:
+        rows = [f"| {i} | {fmt(rho['before'][i])} | {fmt(rho['after'][i])} |" for i in range(n)]
+        return ["| layer | before | after |", "|---|---|---|", *rows]
+    lines = ["| layer | " + " | ".join(str(i) for i in range(n)) + " |", "|---|" + "---|" * n]
+    return lines + [f"| {w} | " + " | ".join(fmt(v) for v in rho[w]) + " |" for w in ("before", "after")]
+
+
 def _plot(sem: np.ndarray, acts: dict, rho: dict, sets: list[str], path) -> None:
+    """The semantic matrix and each layer's activation matrix, before and after; at most
+    MAX_PANELS layers (evenly spaced, first and last included) for a deep model."""
     plt = pyplot()
-    n_layers = len(rho["before"])
-    fig, axes = plt.subplots(2, n_layers + 1, figsize=(2.6 * (n_layers + 1), 6.2), squeeze=False)
+    layers = spread(len(rho["before"]), MAX_PANELS)
+    fig, axes = plt.subplots(2, len(layers) + 1, figsize=(2.6 * (len(layers) + 1), 6.2), squeeze=False)
     bounds = [i for i in range(1, len(sets)) if sets[i] != sets[i - 1]]
     for row, which in enumerate(("before", "after")):
         panels = [("semantic", sem)] + [
             (f"layer {i} (rho {fmt(rho[which][i], 2)})", cosine_matrix(acts[which][i], centre=True))
-            for i in range(n_layers)
+            for i in layers
         ]
         for col, (title, m) in enumerate(panels):
             ax = axes[row, col]
@@ -109,6 +121,7 @@ def _plot(sem: np.ndarray, acts: dict, rho: dict, sets: list[str], path) -> None
             ax.set_title(f"{which}: {title}" if col else title, fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Pairwise similarity: forget | neighbour | retain blocks", fontsize=9)
+    shown = "" if len(layers) == len(rho["before"]) else f" ({len(layers)} of {len(rho['before'])} layers)"
+    fig.suptitle(f"Pairwise similarity: forget | neighbour | retain blocks{shown}", fontsize=9)
     fig.tight_layout()
     save(fig, path)

@@ -21,3 +21,21 @@ def test_generator_chat_matches_the_batched_chat(onnx_dir):
     assert chat.answer_batch(conversations) == OrtChat.from_dir(onnx_dir).answer_batch(conversations)
     with pytest.raises(ValueError, match="pre-filled"):
         chat.answer_batch(conversations[:1], prefixes=["Sure!"])
+
+
+def test_a_variant_that_failed_its_gate_is_listed_with_the_reason(tmp_path):
+    """The runtime refuses a gate-failed graph: the quality bench lists it as skipped, not failed."""
+    from orin_unlearn.benchmarks.stages import discover
+    from orin_unlearn.edge.formats import make_manifest, write_json_atomic
+
+    config = {"base": "tiny", "concept": "Inception"}
+    write_json_atomic(tmp_path / "adapter" / "manifest.json", make_manifest("adapter", {}, config, {}, True))
+    for variant, ok in (("fp16", True), ("int4", False)):
+        manifest = make_manifest(f"onnx-{variant}", {}, {}, {}, ok)
+        write_json_atomic(tmp_path / "export" / f"onnx-{variant}" / "manifest.json", manifest)
+    stages = {s.label: s for s in discover(tmp_path)}
+    assert stages["onnx-fp16"].opener is not None
+    assert stages["onnx-int4"].opener is None
+    assert "failed its export gate" in stages["onnx-int4"].unavailable
+    with pytest.raises(RuntimeError, match="export gate"):
+        stages["onnx-int4"].open()
