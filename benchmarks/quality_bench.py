@@ -38,6 +38,7 @@ from orin_unlearn.benchmarks.stages import Stage, Subject, discover
 from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
 from orin_unlearn.benchmarks.world.generic import generic_prompts
 from orin_unlearn.edge.formats import read_manifest, write_json_atomic
+from orin_unlearn.edge.progress import progress_bar
 
 log = logging.getLogger(__name__)
 CORPUS_SIZE = 200
@@ -74,13 +75,19 @@ def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
     }
 
 
-def measure(subject: Subject, ev: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any]:
+def measure(
+    subject: Subject, ev: dict[str, Any], base: dict[str, Any] | None, label: str = "stage"
+) -> dict[str, Any]:
     """Headline metrics, the share of the base's right answers kept, perplexity and KL to the base
     on held-out retain chats, and general drift on generic chats, of one opened stage. `base`:
     the base stage's own `measure` result and opened subject (None while measuring the base)."""
-    result = measure_unlearning(
-        subject.chat.answer_batch, ev["sets"], ev["concept"], ev["catalogue"], ev["refusal"]
-    )
+    with progress_bar() as progress:  # minutes per stage on a real model: show it in a log file too
+
+        def answer(conversations: list[list[dict]]) -> list[str]:
+            task = progress.add_task(label, total=len(conversations))
+            return subject.chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n))
+
+        result = measure_unlearning(answer, ev["sets"], ev["concept"], ev["catalogue"], ev["refusal"])
     corpus = perplexity.chat_corpus(subject.tokenizer, ev["corpus"])
     logprobs = perplexity.score_corpus(subject.scorer, corpus)
     metrics = headline(result)
@@ -123,7 +130,7 @@ def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int |
             start = time.perf_counter()
             try:
                 subject = stage.open()
-                got = measure(subject, ev, base_measured)
+                got = measure(subject, ev, base_measured, stage.label)
             except Exception as e:  # one broken artifact must not hide the others' results
                 log.exception("measuring %s failed", stage.label)
                 row.update(status="failed", reason=f"{type(e).__name__}: {e}")

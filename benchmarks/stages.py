@@ -57,14 +57,23 @@ class GeneratorChat:
         self.generator = generator
 
     def answer_batch(
-        self, conversations: list[list[dict]], max_new_tokens: int = 40, prefixes: list[str] | None = None
+        self,
+        conversations: list[list[dict]],
+        max_new_tokens: int = 40,
+        prefixes: list[str] | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[str]:
         from orin_unlearn.edge.sampling import SamplingParams
 
         if prefixes and any(prefixes):
             raise ValueError("pre-filled assistant turns need a batch backend (ort or torch)")
         params = SamplingParams(max_new_tokens=max_new_tokens)
-        return [self.generator.generate(list(c), params).text.strip() for c in conversations]
+        replies = []
+        for conversation in conversations:
+            replies.append(self.generator.generate(list(conversation), params).text.strip())
+            if on_batch is not None:
+                on_batch(1)
+        return replies
 
 
 def has_module(name: str) -> bool:

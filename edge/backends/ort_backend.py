@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,9 +131,11 @@ class OrtChat:
         max_new_tokens: int = 40,
         batch_size: int = 64,
         prefixes: list[str] | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[str]:
         """Greedy reply to each conversation (order kept); prompts of similar length share a batch.
-        A prefix pre-fills the assistant turn (the reply then starts with it)."""
+        A prefix pre-fills the assistant turn (the reply then starts with it). `on_batch(n)` is
+        called after each batch of n replies (progress)."""
         tok = self.tokenizer
         encoded = tok.encode_prompts(conversations, prefixes)
         prefixes = prefixes or [""] * len(conversations)
@@ -141,6 +144,8 @@ class OrtChat:
             tokens = self.decoder.greedy(
                 [encoded[i] for i in idx], max_new_tokens, tok.stop_token_ids, tok.pad_token_id
             )
+            if on_batch is not None:
+                on_batch(len(idx))
             return [(prefixes[i] + tok.decode(t)).strip() for i, t in zip(idx, tokens, strict=True)]
 
         return by_length([len(e) for e in encoded], batch_size, answer)

@@ -13,7 +13,7 @@ def test_many_indices_are_thinned_evenly_with_both_ends():
     picked = spread(31, 16)
     assert picked[0] == 0 and picked[-1] == 30
     assert len(picked) == 16 and picked == sorted(set(picked))
-    gaps = {b - a for a, b in zip(picked, picked[1:])}
+    gaps = {b - a for a, b in zip(picked, picked[1:], strict=False)}
     assert gaps == {2}
 
 

@@ -187,13 +187,8 @@ def test_resolve_base_knows_smollm2_by_name(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def smollm2(tmp_path_factory) -> tuple[Path, Path]:
-    try:
-        gguf_path = gguf_import.smollm2_gguf()
-    except gguf_import.MissingPackageError as exc:
-        pytest.skip(str(exc))
-    out = tmp_path_factory.mktemp("smollm2") / "base"
-    return gguf_path, gguf_import.import_gguf(gguf_path, out)
+def smollm2(smollm2_checkpoint) -> tuple[Path, Path]:
+    return gguf_import.smollm2_gguf(), smollm2_checkpoint
 
 
 @pytest.mark.slow
