@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, split_p
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
 from orin_unlearn.benchmarks.world.prompts import Prompt
 from orin_unlearn.edge.registry import registrar
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,6 +130,7 @@ def run(models: dict[str, Any], concept_name: str, attacks: list[str] | None = N
     out: dict[str, Any] = {"concept": splits.concept.name, "attacks": {}}
     for name in names:
         cases = ATTACKS[name](forget, splits.concept, catalogue)
+        log.info("prompt attack %s: %d cases", name, len(cases))
         out["attacks"][name] = {
             label: measure(model.answer_batch, cases, splits.concept, catalogue)
             for label, model in models.items()
@@ -164,6 +168,7 @@ def run_weights(
     }
     if not readouts:
         return out
+    log.info("logit lens and director probe")
     out["logit_lens"] = {k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()}
     try:
         out["director_probe"] = {

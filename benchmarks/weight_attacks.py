@@ -21,6 +21,7 @@ the same way (torch, imported inside; these attacks run where torch is, not on t
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import numpy as np
 from orin_unlearn.benchmarks import perplexity
 from orin_unlearn.benchmarks.world.prompts import Prompt
 from orin_unlearn.edge.registry import registrar
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,7 +147,10 @@ def run(models: dict[str, Any], ctx: Context, attacks: list[str] | None = None) 
         raise ValueError(f"unknown weight attacks {unknown}; known: {list(WEIGHT_ATTACKS)}")
     out: dict[str, dict] = {}
     for name in names:
-        out[name] = {label: ctx.leak_rate(WEIGHT_ATTACKS[name](m, ctx)) for label, m in models.items()}
+        out[name] = {}
+        for label, model in models.items():
+            log.info("weight attack %s on %s", name, label)  # minutes each on a real model
+            out[name][label] = ctx.leak_rate(WEIGHT_ATTACKS[name](model, ctx))
     return out
 
 
