@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 log = logging.getLogger(__name__)
+EPS = 1e-9
 
 
 def _get(result: dict, set_name: str, key: str) -> float | None:
@@ -78,7 +79,9 @@ def check(bars: dict[str, float], before: dict, after: dict) -> list[Check]:
     for name, limit in bars.items():
         meaning, kind, value_of = BARS[name]
         value = value_of(before, after)
-        ok = value is not None and (value <= limit if kind == "max" else value >= limit)
+        # EPS: rates are counts over n prompts, so 0.900 - 0.850 must meet a 0.05 bar (it is
+        # 0.05000000000000004 in floats)
+        ok = value is not None and (value <= limit + EPS if kind == "max" else value >= limit - EPS)
         out.append(Check(name, meaning, limit, value, ok))
     return out
 

@@ -32,6 +32,11 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 40 * 60  # about 4 minutes on 2 cores; a loaded CI machine is several times slower
 
 
+def lost(before: dict, after: dict, name: str) -> int:
+    """Prompts of a set answered right before and wrong after, net (counts: exact at the bar)."""
+    return sum(before[name]["correct"]) - sum(after[name]["correct"])
+
+
 def accelerate_command() -> list[str]:
     script = Path(sys.executable).with_name("accelerate")
     if script.is_file():
@@ -81,8 +86,8 @@ def test_same_bars_as_one_process(manifest):
     assert manifest["ok"] is True and r["ok"] is True
     before, after = r["before"], r["after"]
     assert after["forget"]["leak"] <= 0.05
-    assert before["retain"]["accuracy"] - after["retain"]["accuracy"] <= 0.02
-    assert before["neighbour"]["accuracy"] - after["neighbour"]["accuracy"] <= 0.05
+    assert lost(before, after, "retain") <= 0.02 * after["retain"]["n"]
+    assert lost(before, after, "neighbour") <= 0.05 * after["neighbour"]["n"]
     assert after["forget"]["substitute_n"] > 0
     assert after["forget"]["substitute_valid"] >= 0.8
 

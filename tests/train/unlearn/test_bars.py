@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orin_unlearn.edge.errors import ConfigError
-from orin_unlearn.train.unlearn.bars import verdict
+from orin_unlearn.train.unlearn.bars import check, verdict
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 
 BEFORE = {"forget": {"leak": 0.8}, "retain": {"accuracy": 0.5}, "neighbour": {"accuracy": 0.4}}
@@ -42,3 +42,11 @@ def test_a_bar_that_was_not_measured_fails():
 def test_unknown_bar_is_a_config_error():
     with pytest.raises(ConfigError, match="bars"):
         UnlearnConfig(bars={"leek": 0.05})
+
+
+def test_a_value_at_the_bar_meets_it_despite_float_rounding():
+    before = {"neighbour": {"accuracy": 0.9}}
+    after = {"neighbour": {"accuracy": 0.85}}  # 20 of 400 prompts lost: exactly the 5-point bar
+    assert 0.9 - 0.85 > 0.05
+    assert check({"neighbour_drop": 0.05}, before, after)[0].ok
+    assert not check({"neighbour_drop": 0.05}, before, {"neighbour": {"accuracy": 0.8475}})[0].ok
