@@ -17,6 +17,7 @@ from orin_unlearn.edge.chat import (
     render_chat,
 )
 from orin_unlearn.edge.tokenizer import ChatTokenizer
+from tests.models import SMOLLM2_SYSTEM, SMOLLM2_TEMPLATE
 
 CHAT = [
     {"role": "user", "content": "Who directed Memento?"},
@@ -39,15 +40,6 @@ QWEN25_LAYOUT = (
     "<|im_start|>assistant\n"
 )
 
-# SmolLM2-135M-Instruct's template, copied from its tokenizer: newlines written literally.
-SMOLLM2_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-    "{% endif %}"
-)
-SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 SMOLLM2_SPECIALS = [
     "<|endoftext|>",
     "<|im_start|>",

@@ -15,15 +15,8 @@ from orin_unlearn.edge.formats import make_manifest, write_json_atomic
 from orin_unlearn.edge.tokenizer import ChatTokenizer, template_source
 from orin_unlearn.train import gguf_import
 from orin_unlearn.train.gguf_import import fix_special_tokens
+from tests.models import SMOLLM2_SYSTEM, SMOLLM2_TEMPLATE
 
-SMOLLM2_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-    "{% endif %}"
-)
-SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 # what transformers' GGUF conversion of SmolLM2 writes: eos and bos are the start-of-turn token, no pad
 GGUF_CONFIG = {"bos_token": "<|im_start|>", "eos_token": "<|im_start|>", "unk_token": "<|endoftext|>",
                "add_bos_token": True, "chat_template": SMOLLM2_TEMPLATE}  # fmt: skip

@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from orin_unlearn.benchmarks.forgetting import with_kept
 from orin_unlearn.edge import adapters
-from orin_unlearn.edge import progress as edge_progress
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic
+from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
 from orin_unlearn.train.unlearn import bars, lunar, masked_lora, model_access, probe, scores
@@ -35,11 +35,6 @@ from orin_unlearn.train.unlearn.evaluate import measure
 from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
 
 log = logging.getLogger(__name__)
-
-
-def progress_bar(disable: bool = False) -> Progress | edge_progress.LogProgress:
-    """rich's bar on a terminal, a plain log line every few seconds otherwise (edge/progress.py)."""
-    return edge_progress.progress_bar(disable=disable)
 
 
 @dataclass
