@@ -75,10 +75,12 @@ def director_probe(
     seed: int = 0,
     per_film: int = 12,
     held_out_films: int = 2,
+    apply_to: str | None = None,
 ) -> list[dict[str, float]]:
     """Per layer: the probe's accuracy on held-out films, and the share of the concept's prompts
-    it reads as the concept's director's. Raises ValueError for a director concept (nothing to
-    probe for) or when the director has too few other films to learn from."""
+    (or, with `apply_to`, another film's: the never-known control's floor) it reads as the
+    concept's director's. Raises ValueError for a director concept (nothing to probe for) or when
+    the director has too few other films to learn from."""
     if concept.kind != "title":
         raise ValueError(f"the director probe needs a film concept, not the {concept.kind} {concept.name!r}")
     film = concept.films[0]
@@ -88,7 +90,9 @@ def director_probe(
     # other directors' films from the same years, so the probe cannot learn the era instead
     years = (min(f.year for f in own), max(f.year for f in own)) if own else (0, 0)
     others = [
-        f.title for f in catalogue.films if f.director != film.director and years[0] <= f.year <= years[1]
+        f.title
+        for f in catalogue.films
+        if f.director != film.director and years[0] <= f.year <= years[1] and f.title != apply_to
     ]
     if len(mine) < held_out_films + 2:
         raise ValueError(f"{film.director} has {len(mine)} other films: too few to train a probe on")
@@ -110,9 +114,9 @@ def director_probe(
 
     train, y_train = sample(split["train"])
     val, y_val = sample(split["val"])
-    target = _about(prompts, film.title)
+    target = _about(prompts, apply_to or film.title)
     if not target:
-        raise ValueError(f"no {FAMILIES} prompt is about {film.title!r}")
+        raise ValueError(f"no {FAMILIES} prompt is about {apply_to or film.title!r}")
     x_train, x_val, x_target = (residuals(model, tokenizer, s) for s in (train, val, target))
     rows = []
     for layer in range(x_train.shape[0]):

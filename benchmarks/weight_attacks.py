@@ -2,34 +2,27 @@
 
 Each attack changes or reads a model's weights and measures both the base and the unlearned model
 the same way (torch, imported inside; these attacks run where torch is, not on the Jetson):
-- relearn_forget: fine-tune every weight a few steps (default 10 AdamW steps at lr 1e-4, batch of
-  4) on a few *training* forget items (prompt and the base's reference answer), then measure leak
-  on the held-out forget prompts, which share no template with them. Knowledge that was only
-  suppressed comes back in a few steps;
-- relearn_related: the same on loosely related text: neighbour prompts (same director, same
-  themes) with their answers, never the concept;
 - quant_fp16 / quant_int8 / quant_int4: group-wise round-to-nearest of every linear weight of the
   merged model (groups of 32 along the input dimension, symmetric, scale from the group's max),
-  then leak; quantisation is known to bring unlearned knowledge back;
+  then leak; quantisation is known to bring unlearned knowledge back (relearning, the other
+  attack on weights, is the protocol of `relearning`);
 - logit lens (`logit_lens`): at every layer, the final norm and LM head applied to the residual
   stream at the last prompt token, and the probability of the first token of the correct answer.
 
     from orin_unlearn.benchmarks import weight_attacks
-    weight_attacks.run(base_model, unlearned_model, tokenizer, forget_train, forget_heldout, ...)
+    weight_attacks.run({"base": base, "unlearned": merged}, weight_attacks.Context(tokenizer, leak_rate))
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from orin_unlearn.benchmarks import perplexity
 from orin_unlearn.benchmarks.world.prompts import Prompt
 from orin_unlearn.edge.registry import registrar
 
@@ -38,16 +31,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Context:
-    """What the weight attacks need: the tokenizer, prompt sets and the leak judge."""
+    """What the weight attacks need: the tokenizer and the leak judge."""
 
     tokenizer: Any
-    forget_train: list[Prompt]
-    related: list[Prompt]
     leak_rate: Callable[[Any], dict]  # model -> {"n", "leak", "example"} on the held-out forget prompts
-    seed: int = 0
-    relearn_items: int = 4
-    relearn_steps: int = 10
-    relearn_lr: float = 1e-4
 
 
 WeightAttack = Callable[[Any, Context], Any]  # model -> attacked copy
@@ -99,44 +86,6 @@ def _int8(model: Any, ctx: Context) -> Any:
 @weight_attack("quant_int4")
 def _int4(model: Any, ctx: Context) -> Any:
     return quantized_copy(model, 4)
-
-
-def finetune(model: Any, tokenizer: Any, prompts: list[Prompt], steps: int, lr: float, seed: int) -> Any:
-    """A copy of `model` after `steps` full-parameter AdamW steps on (prompt, reference answer)."""
-    import torch
-
-    torch.manual_seed(seed)
-    corpus = perplexity.chat_corpus(tokenizer, prompts)
-    rows = [p + c for p, c in zip(corpus.prompts, corpus.continuations, strict=True)]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, prompt) in enumerate(zip(rows, corpus.prompts, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
-        mask[i, : len(row)] = 1
-    clone = copy.deepcopy(model).train()
-    clone.requires_grad_(True)  # models loaded for evaluation (or merged by PEFT) come frozen
-    optimizer = torch.optim.AdamW(clone.parameters(), lr=lr, weight_decay=0.0)
-    for _ in range(steps):
-        loss = clone(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return clone.eval()
-
-
-@weight_attack("relearn_forget")
-def _relearn_forget(model: Any, ctx: Context) -> Any:
-    items = random.Random(ctx.seed).sample(ctx.forget_train, min(ctx.relearn_items, len(ctx.forget_train)))
-    return finetune(model, ctx.tokenizer, items, ctx.relearn_steps, ctx.relearn_lr, ctx.seed)
-
-
-@weight_attack("relearn_related")
-def _relearn_related(model: Any, ctx: Context) -> Any:
-    items = random.Random(ctx.seed).sample(ctx.related, min(4 * ctx.relearn_items, len(ctx.related)))
-    return finetune(model, ctx.tokenizer, items, ctx.relearn_steps, ctx.relearn_lr, ctx.seed)
 
 
 def run(models: dict[str, Any], ctx: Context, attacks: list[str] | None = None) -> dict[str, dict]:

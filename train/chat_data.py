@@ -12,11 +12,13 @@ IGNORE = -100
 
 
 def encode_example(
-    tokenizer: ChatTokenizer, messages: Sequence[dict], reply: str
+    tokenizer: ChatTokenizer, messages: Sequence[dict], reply: str, prefix: str = ""
 ) -> tuple[list[int], list[int]]:
     """Token ids of `messages` + assistant `reply`, and labels that score only the reply and its
-    end-of-turn token (the one the model's chat template ends a reply with)."""
-    prompt = tokenizer.encode_chat(list(messages), add_generation_prompt=True)
+    end-of-turn token (the one the model's chat template ends a reply with). A `prefix` pre-fills
+    the assistant turn, encoded as the runtime encodes a prefilled generation
+    (`ChatTokenizer.encode_prompts`), and is not scored; `reply` then continues it as is."""
+    prompt = tokenizer.encode_prompts([list(messages)], [prefix])[0]
     answer = tokenizer.encode(reply) + [tokenizer.end_of_turn_id]
     return prompt + answer, [IGNORE] * len(prompt) + answer
 

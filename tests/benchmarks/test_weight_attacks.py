@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from orin_unlearn.benchmarks import robustness, weight_attacks
-from orin_unlearn.benchmarks.weight_attacks import answer_position, finetune, quantized_copy, rtn_quantize
+from orin_unlearn.benchmarks.weight_attacks import answer_position, quantized_copy, rtn_quantize
 from tests.models import tiny_qwen2
 
 
@@ -50,27 +50,6 @@ def test_quantised_copy_rounds_linear_weights_only():
     assert torch.equal(half, model.model.layers[1].self_attn.q_proj.weight.half().float())
 
 
-def test_finetune_learns_the_items_and_leaves_the_model_alone(prompts, base_dir):
-    from orin_unlearn.benchmarks import perplexity
-    from orin_unlearn.edge.tokenizer import ChatTokenizer
-
-    tok = ChatTokenizer(base_dir)
-    model = _tiny_lm()
-    original = {k: v.clone() for k, v in model.state_dict().items()}
-    items = [p for p in prompts if p.unique][:4]
-    corpus = perplexity.chat_corpus(tok, items)
-    scorer = perplexity.torch_scorer
-
-    def ppl(m):
-        return perplexity.perplexity(
-            perplexity.score_corpus(scorer(m, tok.pad_token_id), corpus), corpus.continuations
-        )
-
-    tuned = finetune(model, tok, items, steps=10, lr=1e-3, seed=0)
-    assert ppl(tuned) < 0.5 * ppl(model)
-    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
-
-
 def test_answer_position_stops_right_before_the_fact(prompts, base_dir):
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
@@ -108,7 +87,7 @@ def test_logit_lens_last_layer_is_the_models_own_prediction(prompts, base_dir):
 @pytest.mark.slow
 def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_path, capsys):
     run, _ = exported_run
-    assert robustness.main(["--run", str(run), "--out", str(tmp_path)]) == 0
+    assert robustness.main(["--run", str(run), "--out", str(tmp_path), "--quick"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert json.loads((tmp_path / "robustness.json").read_text()) == result
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
@@ -118,7 +97,13 @@ def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_
     assert attacks["quant_fp16"]["unlearned"]["leak"] <= 0.05  # fp16 rounding keeps the update
     lens = result["logit_lens"]
     assert lens["unlearned"][-1]["p_answer"] < lens["base"][-1]["p_answer"]
+    assert max(r["p_answer"] for r in lens["control"]) < 0.2  # the base never knew the control's facts
     probe = result["director_probe"]
     assert probe["base"][-1]["concept_as_director"] >= 0.9 and len(probe["unlearned"]) == len(lens["base"])
+    assert len(probe["control"]) == len(probe["base"])
+    relearned = result["relearning"]
+    assert {c["attacker"] for c in relearned["cells"]} == {"full lr=0.0001 forget", "lora lr=0.0001 forget"}
+    assert relearned["before"]["base"] >= 0.8 and relearned["before"]["control"] <= 0.05
+    assert set(relearned["worst"]) == {"10", "25", "50"}
     text = robustness.markdown(result)
-    assert "Logit lens" in text and "Linear probe" in text
+    assert "Logit lens" in text and "Linear probe" in text and "robustness card" in text

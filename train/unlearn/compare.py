@@ -1,9 +1,10 @@
 """Compare the masked LoRA with LUNAR (activation redirection, train/unlearn/lunar.py), an unmasked
 LoRA and full-parameter training (what the published notebooks did) on the same data. The LoRA and
 full-parameter runs share the masked LoRA's loss and steps; LUNAR fits its own objective with its
-`lunar_*` settings. Each trained model (merged) also faces two weight attacks of
-`benchmarks.weight_attacks`: relearning (10 steps on 4 training forget items) and int4
-round-to-nearest, with the held-out forget leak after each.
+`lunar_*` settings. Each trained model (merged) also faces two attacks on its weights: one cell of
+the relearning protocol (`benchmarks.relearning`: 25 full-parameter AdamW steps at lr 1e-4 on the
+T facts; recovery of the V facts over the never-known control; `bench robustness --run` runs the
+whole grid) and int4 round-to-nearest (held-out forget leak).
 
     orin-unlearn unlearn compare --config train/configs/demo_tiny.yaml --out runs/demo
 """
@@ -44,7 +45,7 @@ def compare(
         )
 
     def attacked(model: Any, tokenizer: Any) -> dict:
-        return attack_leaks(model, tokenizer, cfg.concept)
+        return attack_leaks(model, tokenizer, cfg.concept, cfg.base)
 
     results = {
         "masked_lora": masked
@@ -67,20 +68,29 @@ def attack_saved(cfg: UnlearnConfig, run: Path) -> dict:
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     model = load_unlearned(cfg.base, [*cfg.previous_adapters, run / "adapter"], "merge")
-    return attack_leaks(model, ChatTokenizer(resolve_base(cfg.base)), cfg.concept)
+    return attack_leaks(model, ChatTokenizer(resolve_base(cfg.base)), cfg.concept, cfg.base)
 
 
-def attack_leaks(model: Any, tokenizer: Any, concept: str) -> dict:
-    """Held-out forget leak of the (merged) model after relearning and after int4 rounding."""
-    from orin_unlearn.benchmarks import robustness
+def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str) -> dict:
+    """Of the (merged) model: V recall recovered over the never-known control after 25 relearning
+    steps (`relearn_recovery`), and the held-out forget leak after int4 rounding."""
+    from orin_unlearn.benchmarks import relearning, robustness
+    from orin_unlearn.edge.adapters import load_model, resolve_base
 
     merged = copy.deepcopy(model)
     if hasattr(merged, "merge_and_unload"):  # a PEFT model: fold the adapter in first
         merged = merged.merge_and_unload()
     attacks = robustness.run_weights(
-        {"unlearned": merged}, tokenizer, concept, ["relearn_forget", "quant_int4"], readouts=False
+        {"unlearned": merged}, tokenizer, concept, ["quant_int4"], readouts=False
     )
-    return {name: per["unlearned"]["leak"] for name, per in attacks["attacks"].items()}
+    attacker = relearning.Attacker("full", 1e-4, "forget")
+    relearned = relearning.protocol(
+        load_model(resolve_base(base)), merged, tokenizer, concept, [attacker], (25,)
+    )
+    return {
+        "relearn_recovery": relearned["worst"]["25"]["recovery"],
+        "quant_int4": attacks["attacks"]["quant_int4"]["unlearned"]["leak"],
+    }
 
 
 def summary_row(r: dict) -> dict:
@@ -88,7 +98,7 @@ def summary_row(r: dict) -> dict:
     the weight attacks (when measured) and the cost."""
     row = headline(r["after"])
     for name, leak in r.get("after_training", {}).items():
-        row[f"leak after {name}"] = leak
+        row[f"after {name}"] = leak
     row["base retain accuracy"] = metric(r["before"], ("retain", "accuracy"))
     row["base neighbour accuracy"] = metric(r["before"], ("neighbour", "accuracy"))
     row["trainable params"] = r["parameters"]["effective"]

@@ -55,12 +55,23 @@ class UnlearnConfig:
     rank: int = 8
     alpha: float = 16.0
     extra_targets: list[str] = field(default_factory=list)  # other module names, e.g. ["up_proj"]; unmasked
+    # deep forgetting (train/unlearn/deep.py). lora_init "zero": PEFT's init (no update at step 0);
+    # "cancel" (masked_lora only; ConceptVectors, EMNLP 2025): the LoRA starts as the update that
+    # removes cancel_strength (in (0, 1]) of what the masked neurons write (their down_proj columns;
+    # the best rank-`rank` approximation when there are more masked neurons than ranks)
+    lora_init: str = "zero"
+    cancel_strength: float = 1.0
     # training
     steps: int = 150
     lr: float = 5e-3
     forget_batch: int = 16
     retain_batch: int = 32
     neighbour_fraction: float = 0.5  # share of the retain batch drawn from neighbour prompts
+    # per forget prompt, this many more forget examples (openings drawn with the seed) whose reply
+    # starts with a pre-filled compliant opening ("Of course!", or the reference answer up to its
+    # first fact: "Inception was directed by"), unscored, and continues with the scored forget target
+    # (Qi et al., ICLR 2025: forgetting that holds after a compliant prefix); 0: off
+    prefill_augment: int = 0
     # retain + neighbour training prompts the run may use (probe and KL), split by
     # neighbour_fraction and drawn with the seed; 0: all of them (~20k on the demo world)
     retain_examples: int = 0
@@ -128,6 +139,19 @@ class UnlearnConfig:
             ("top_k", self.top_k >= 1, ">= 1"),
             ("mass_fraction", 0.0 <= self.mass_fraction <= 1.0, "in [0, 1]"),
             ("rank", self.rank >= 1, ">= 1"),
+            ("lora_init", self.lora_init in ("zero", "cancel"), '"zero" or "cancel"'),
+            (
+                "lora_init",
+                self.lora_init == "zero" or self.method == "masked_lora",
+                f'"zero" with method {self.method!r} ("cancel" writes the masked neurons: masked_lora only)',
+            ),
+            ("cancel_strength", 0.0 < self.cancel_strength <= 1.0, "in (0, 1]"),
+            ("prefill_augment", self.prefill_augment >= 0, ">= 0 (0: off)"),
+            (
+                "prefill_augment",
+                self.prefill_augment == 0 or self.method != "lunar",
+                "0 with method 'lunar' (it fits activations, not replies)",
+            ),
             ("steps", self.steps >= 0, ">= 0"),
             ("lr", self.lr > 0, "> 0"),
             ("forget_batch", self.forget_batch >= 1, ">= 1"),

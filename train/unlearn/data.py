@@ -4,7 +4,7 @@ held-out templates (never seen by any training step)."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orin_unlearn.benchmarks.world import (
     Catalogue,
@@ -16,6 +16,7 @@ from orin_unlearn.benchmarks.world import (
     split_prompts,
 )
 from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn.deep import Prefilled, prefilled
 from orin_unlearn.train.unlearn.probe import Example
 from orin_unlearn.train.unlearn.targets import forget_target
 
@@ -29,6 +30,8 @@ class UnlearnData:
     neighbour: list[Example]
     retain: list[Example]
     eval_sets: dict[str, list[Prompt]]  # held-out forget / neighbour / retain
+    # forget prompts whose reply starts with a compliant opening, then the target (train; prefill_augment)
+    forget_prefill: list[Prefilled] = field(default_factory=list)
 
 
 def sample(items: list, n: int, rng: random.Random) -> list:
@@ -72,14 +75,14 @@ def build_data(cfg: UnlearnConfig) -> UnlearnData:
         near, rest = picked_near, picked_rest
     neighbour = [(p.messages, p.answer) for p in near]
     retain = [(p.messages, p.answer) for p in rest]
+    targets = [forget_target(p, splits.concept, catalogue, cfg.target, cfg.refusal) for p in forget]
     return UnlearnData(
         catalogue=catalogue,
         concept=splits.concept,
         forget_reference=[(p.messages, p.answer) for p in forget],
-        forget_target=[
-            (p.messages, forget_target(p, splits.concept, catalogue, cfg.target, cfg.refusal)) for p in forget
-        ],
+        forget_target=[(p.messages, t) for p, t in zip(forget, targets, strict=True)],
         neighbour=neighbour,
         retain=retain,
         eval_sets=heldout_sets(splits, cfg.seed, cfg.eval_max_prompts),
+        forget_prefill=prefilled(forget, targets, cfg.prefill_augment, cfg.seed),
     )

@@ -27,7 +27,7 @@ from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomi
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import bars, lunar, masked_lora, model_access, probe, scores
+from orin_unlearn.train.unlearn import bars, deep, lunar, masked_lora, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
@@ -231,6 +231,7 @@ def wrap(s: Session, mask: dict[int, torch.Tensor]):
     model = masked_lora.add_lora(
         s.model, mask, cfg.rank, cfg.alpha, cfg.extra_targets, masked=cfg.method == "masked_lora"
     )
+    deep.init_lora(model, mask, cfg)  # lora_init: "cancel" starts from the masked neurons cancelled
 
     def reference(inputs):
         with model.disable_adapter():
@@ -248,8 +249,7 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     ctx = LossContext(model, reference, directions, str(accelerator.device), cfg.kl_positions)
-    refusal = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target if r == cfg.refusal]
-    substitute = [encode_example(s.tokenizer, m, r) for m, r in s.data.forget_target if r != cfg.refusal]
+    refusal, substitute = deep.forget_groups(s.tokenizer, s.data, cfg.refusal)
     neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
     retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]
     weights = {"forget_ce": 1.0, "retain_kl": cfg.kl_weight, "activation": cfg.act_weight}

@@ -1,4 +1,4 @@
-"""The comparison's attack columns: leak after relearning and int4 rounding, PEFT models merged first."""
+"""The comparison's attack columns: relearning recovery and int4 leak, PEFT models merged first."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ def test_the_base_leaks_after_both_attacks_and_a_fresh_lora_is_the_base(base, ba
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     tok = ChatTokenizer(base_dir)
-    plain = attack_leaks(base, tok, "Inception")
-    assert set(plain) == {"relearn_forget", "quant_int4"}
-    assert plain["quant_int4"] >= 0.8 and plain["relearn_forget"] >= 0.8  # the base knows Inception
+    plain = attack_leaks(base, tok, "Inception", "tiny")
+    assert set(plain) == {"relearn_recovery", "quant_int4"}
+    # the base knows Inception: its V facts are there after the attack, the control's are not
+    assert plain["quant_int4"] >= 0.8 and plain["relearn_recovery"] >= 0.8
     wrapped = get_peft_model(base, LoraConfig(r=2, target_modules=["down_proj"]))  # B = 0: no change yet
-    assert attack_leaks(wrapped, tok, "Inception") == plain
+    assert attack_leaks(wrapped, tok, "Inception", "tiny") == plain
 
 
 def test_summary_row_carries_the_attack_leaks():
@@ -33,11 +34,11 @@ def test_summary_row_carries_the_attack_leaks():
         "before": {"retain": {"accuracy": 0.92}, "neighbour": {"accuracy": 0.88}},
         "parameters": {"effective": 10},
         "wall_s": 1.0,
-        "after_training": {"relearn_forget": 0.5, "quant_int4": 0.0},
+        "after_training": {"relearn_recovery": 0.5, "quant_int4": 0.0},
     }
     row = summary_row(result)
-    assert row["leak after relearn_forget"] == 0.5 and row["leak after quant_int4"] == 0.0
-    assert "leak after relearn_forget" not in summary_row({**result, "after_training": {}})
+    assert row["after relearn_recovery"] == 0.5 and row["after quant_int4"] == 0.0
+    assert "after relearn_recovery" not in summary_row({**result, "after_training": {}})
 
 
 @pytest.mark.slow
@@ -47,4 +48,4 @@ def test_a_saved_adapter_is_attacked_like_a_fresh_one(demo_unlearning):
     cfg, run, _ = demo_unlearning
     leaks = attack_saved(cfg, run)
     assert leaks["quant_int4"] <= 0.05  # int4 rounding keeps the demo adapter's forgetting
-    assert leaks["relearn_forget"] > leaks["quant_int4"]  # ten steps on four items bring some back
+    assert leaks["relearn_recovery"] > 0.2  # 25 steps on the T facts bring V facts back (shallow)
