@@ -298,6 +298,14 @@ def print_table(result: dict[str, Any]) -> None:
         n = next(iter(per_model.values()))["n"]
         table.add_row(name, str(n), *[f"{per_model[label]['leak']:.3f}" for label in labels])
     Console(width=110).print(table)
+    if "relearning" in result:
+        card = Table(title="robustness card (benchmarks/robustness_card.py)")
+        card.add_column("")
+        card.add_column("unlearned", justify="right")
+        values = robustness_card.card(result)
+        for label, get in robustness_card.ROWS:
+            card.add_row(label, robustness_card.fmt(get(values)))
+        Console(width=110).print(card)
 
 
 def markdown(result: dict[str, Any]) -> str:

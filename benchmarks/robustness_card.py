@@ -60,7 +60,7 @@ def card(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -85,7 +85,7 @@ ROWS = (
 
 
 def _pair(a: float | None, b: float | None) -> str:
-    return f"{_fmt(a)} / {_fmt(b)}"
+    return f"{fmt(a)} / {fmt(b)}"
 
 
 def markdown(cards: dict[str, dict]) -> str:
@@ -93,7 +93,7 @@ def markdown(cards: dict[str, dict]) -> str:
     names = list(cards)
     lines = ["| robustness card | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, get in ROWS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(get(cards[n])) for n in names) + " |")
+        lines.append(f"| {label} | " + " | ".join(fmt(get(cards[n])) for n in names) + " |")
     return "\n".join(lines)
 
 

@@ -268,11 +268,16 @@ def latency(run: Path) -> tuple[dict, dict]:
     return row, {"title": LATENCY_TITLE, "body": bench.markdown(result), "images": ["bench/latency.png"]}
 
 
+def _verdict(value: bool | None) -> str:
+    return "-" if value is None else ("met" if value else "missed")
+
+
 def robustness(run: Path) -> tuple[dict, dict]:
     """Leak rates of the base and the unlearned model under prompt attacks (on the shipped fp16
     graph) and weight attacks (relearning, quantisation; on the fp32 merge), and the logit lens."""
     from orin_unlearn.benchmarks import plots
     from orin_unlearn.benchmarks import robustness as bench
+    from orin_unlearn.benchmarks import robustness_card as bench_card
     from orin_unlearn.benchmarks.report import ROBUSTNESS_TITLE
 
     result = bench.run_run(run)
@@ -280,11 +285,15 @@ def robustness(run: Path) -> tuple[dict, dict]:
     write_json_atomic(run / "bench" / "robustness.json", result)
     plots.draw(bench.plot, result, run / "bench" / "robustness.png")
     metrics = {f"{name} leak": r["unlearned"]["leak"] for name, r in result["attacks"].items()}
+    card = bench_card.card(result)
+    metrics |= {f"worst relearning recovery, {n} steps": v for n, v in card["recovery"].items()}
+    metrics["bars met (recovery, prefill, lens)"] = "/".join(_verdict(v) for v in card["bars"].values())
     row = {
         "stage": "bench/robustness",
         "status": "ok",
         "metrics": metrics,
-        "note": "unlearned: fp16 graph (prompt attacks), fp32 merge (weight attacks); bench/robustness.png",
+        "note": "unlearned: fp16 graph (prompt attacks), fp32 merge (relearning protocol, weight attacks); "
+        "bench/robustness.png",
     }
     section = {
         "title": ROBUSTNESS_TITLE,

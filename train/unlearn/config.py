@@ -72,6 +72,19 @@ class UnlearnConfig:
     # first fact: "Inception was directed by"), unscored, and continues with the scored forget target
     # (Qi et al., ICLR 2025: forgetting that holds after a compliant prefix); 0: off
     prefill_augment: int = 0
+    # meta-unlearning against a relearning adversary (train/unlearn/meta.py; MUDMAN 2025, first-order
+    # MAML; masked_lora / lora only): every meta_every-th training step (0: off) an adversary
+    # fine-tunes the base weights (every decoder layer and the final norm; not the embeddings or
+    # LM head) for meta_steps AdamW steps at meta_lr on the true answers of forget_batch forget
+    # train prompts, with the adapter on; the forget_ce term at those attacked weights, times
+    # meta_weight, is added to the adapter's gradient; then the base weights are restored exactly
+    meta_every: int = 0
+    meta_steps: int = 3
+    meta_lr: float = 1e-3
+    meta_weight: float = 1.0
+    # MUDMAN's disruption masking: on a meta step, zero the adapter's final gradient wherever
+    # sign(meta forget gradient) != sign(retain KL gradient) (needs meta_every > 0, retain_batch >= 1)
+    meta_sign_mask: bool = False
     # retain + neighbour training prompts the run may use (probe and KL), split by
     # neighbour_fraction and drawn with the seed; 0: all of them (~20k on the demo world)
     retain_examples: int = 0
@@ -151,6 +164,20 @@ class UnlearnConfig:
                 "prefill_augment",
                 self.prefill_augment == 0 or self.method != "lunar",
                 "0 with method 'lunar' (it fits activations, not replies)",
+            ),
+            ("meta_every", self.meta_every >= 0, ">= 0 (0: off)"),
+            (
+                "meta_every",
+                self.meta_every == 0 or self.method in ("masked_lora", "lora"),
+                f"0 with method {self.method!r} (the meta term is an adapter gradient: masked_lora / lora)",
+            ),
+            ("meta_steps", self.meta_steps >= 1, ">= 1"),
+            ("meta_lr", self.meta_lr > 0, "> 0"),
+            ("meta_weight", self.meta_weight >= 0, ">= 0"),
+            (
+                "meta_sign_mask",
+                not self.meta_sign_mask or (self.meta_every > 0 and self.retain_batch >= 1),
+                "false unless meta_every > 0 and retain_batch >= 1 (it compares with the retain gradient)",
             ),
             ("steps", self.steps >= 0, ">= 0"),
             ("lr", self.lr > 0, "> 0"),

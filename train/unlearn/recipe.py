@@ -27,7 +27,7 @@ from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomi
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import bars, deep, lunar, masked_lora, model_access, probe, scores
+from orin_unlearn.train.unlearn import bars, deep, lunar, masked_lora, meta, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
@@ -253,6 +253,7 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
     retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]
     weights = {"forget_ce": 1.0, "retain_kl": cfg.kl_weight, "activation": cfg.act_weight}
+    adversary = meta.Adversary.build(cfg, s.tokenizer, s.data, lambda: autocast(s))  # meta_every 0: off
     # every process draws the same batch and trains on its share: the configured batch is the global
     # one, so N processes average the gradient of the batch one process would have used
     rng = random.Random(cfg.seed)
@@ -268,19 +269,18 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
         retain_rows = (
             balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
         )[share]
+        pad = s.tokenizer.pad_token_id
         batch = Step(
-            forget=probe.with_positions(collate(forget_rows, s.tokenizer.pad_token_id)),
-            retain=probe.with_positions(collate(retain_rows, s.tokenizer.pad_token_id))
-            if retain_rows
-            else None,
+            forget=probe.with_positions(collate(forget_rows, pad)),
+            retain=probe.with_positions(collate(retain_rows, pad)) if retain_rows else None,
         )
         with autocast(s):
             terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
         loss = sum(weights[n] * t for n, t in terms.items())
-        accelerator.backward(loss)
+        accelerator.backward(loss)  # then the meta term (meta.py) joins the gradient on meta steps
+        history.append({n: t.item() for n, t in terms.items()} | adversary.step(step, model, ctx, batch))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        history.append({n: t.item() for n, t in terms.items()})
         progress.update(
             task, advance=1, description="train " + " ".join(f"{n}={t.item():.3f}" for n, t in terms.items())
         )
