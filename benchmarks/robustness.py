@@ -429,27 +429,30 @@ def main(argv: list[str]) -> int:
 
     attackers = relearning.grid(lrs=(1e-4,), data=("forget",)) if args.quick else None
     results: dict[str, dict] = {}
+
+    def save(result: dict, out: Path | None) -> None:  # each run as soon as it is measured
+        if out is not None:
+            write_json_atomic(out / "robustness.json", result)
+            plots.draw(plot, result, out / "robustness.png")
+        print_table(result)
+
     try:
         if args.run:
             for run_dir in args.run:
                 log.info("robustness of %s", run_dir)
                 results[Path(run_dir).name] = run_run(run_dir, args.model, attackers=attackers)
+                single = args.out and len(args.run) == 1
+                save(results[Path(run_dir).name], Path(args.out) if single else Path(run_dir) / "bench")
         else:
             models = {
                 "base": TorchChat.from_dir(resolve_base(args.base)),
                 "unlearned": OrtChat.from_dir(Path(args.model)),
             }
             results[""] = run(models, args.concept, args.attacks.split(",") if args.attacks else None)
+            save(results[""], Path(args.out) if args.out else None)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for key, result in results.items():
-        run_dir = Path(args.run[list(results).index(key)]) if args.run else None
-        out = Path(args.out) if args.out and len(results) == 1 else (run_dir / "bench" if run_dir else None)
-        if out is not None:
-            write_json_atomic(out / "robustness.json", result)
-            plots.draw(plot, result, out / "robustness.png")
-        print_table(result)
     if len(results) > 1:
         cards = {k: robustness_card.card(r) for k, r in results.items()}
         out = Path(args.out)
