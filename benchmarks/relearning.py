@@ -213,6 +213,21 @@ def grid(kinds=KINDS, lrs=LRS, data=DATA) -> list[Attacker]:
     return [Attacker(k, lr, d) for k in kinds for lr in lrs for d in data]
 
 
+def parse_attackers(spec: str) -> list[Attacker]:
+    """Attackers from "KIND:LR:DATA,..." (e.g. "full:3e-4:forget,lora:1e-4:related")."""
+    out = []
+    for item in spec.split(","):
+        parts = item.strip().split(":")
+        try:
+            kind, lr, data = parts[0], float(parts[1]), parts[2]
+        except (IndexError, ValueError):
+            raise ValueError(f"attacker {item!r} is not KIND:LR:DATA (e.g. full:1e-4:forget)") from None
+        if kind not in KINDS or data not in DATA or len(parts) != 3 or lr <= 0:
+            raise ValueError(f"attacker {item!r}: KIND in {KINDS}, LR > 0, DATA in {DATA}")
+        out.append(Attacker(kind, lr, data))
+    return out
+
+
 def relearn(
     model: Any,
     tokenizer: Any,

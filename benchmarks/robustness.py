@@ -415,6 +415,11 @@ def main(argv: list[str]) -> int:
         "test, not the protocol's worst case (the result says which attackers ran)",
     )
     parser.add_argument(
+        "--attackers",
+        help="relearning with only these attackers, KIND:LR:DATA comma list (e.g. full:3e-4:forget,\n"
+        "lora:1e-4:related); the worst case is then over these only",
+    )
+    parser.add_argument(
         "--out", help="where robustness.json/png go (default RUN/bench); the cards of several runs"
     )
     args = parser.parse_args(argv)
@@ -427,7 +432,12 @@ def main(argv: list[str]) -> int:
     from orin_unlearn.edge.backends.torch_backend import TorchChat
     from orin_unlearn.edge.formats import write_json_atomic
 
-    attackers = relearning.grid(lrs=(1e-4,), data=("forget",)) if args.quick else None
+    try:
+        attackers = relearning.parse_attackers(args.attackers) if args.attackers else None
+    except ValueError as e:
+        parser.error(str(e))
+    if args.quick:
+        attackers = relearning.grid(lrs=(1e-4,), data=("forget",))
     results: dict[str, dict] = {}
 
     def save(result: dict, out: Path | None) -> None:  # each run as soon as it is measured

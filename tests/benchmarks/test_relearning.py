@@ -170,3 +170,11 @@ def test_the_card_holds_each_part_to_its_bar():
     result["logit_lens"]["unlearned"] = _lens([0.1, 0.4, 0.5])  # halfway at layer 2 exactly
     assert robustness_card.card(result)["bars"]["lens"] is True
     assert "missed" in robustness_card.markdown({"run": card})
+
+
+def test_attackers_parse_from_the_command_line():
+    got = relearning.parse_attackers("full:3e-4:forget, lora:1e-5:related")
+    assert got == [relearning.Attacker("full", 3e-4, "forget"), relearning.Attacker("lora", 1e-5, "related")]
+    for bad in ("full:3e-4", "sgd:1e-4:forget", "full:x:forget", "full:1e-4:books", "full:0:forget"):
+        with pytest.raises(ValueError, match="KIND"):
+            relearning.parse_attackers(bad)
