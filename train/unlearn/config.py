@@ -99,6 +99,9 @@ class UnlearnConfig:
     retain_target: str = "reference"
     kl_positions: str = "all"  # "all" non-pad positions of the retain chats, or only the "reply" tokens
     act_weight: float = 0.1
+    # weight of forget_npo (train/unlearn/losses.py): NPO on the forget prompts' true answers, which
+    # lowers the answer's own likelihood (what a prefill or the logit lens reads), 0: off
+    npo_weight: float = 0.0
     dtype: str = "float32"
     # "bfloat16": score and train under torch.autocast (about 1.7x faster on a CPU with AMX/AVX512-bf16);
     # weights, the probe and every evaluation stay in `dtype`
@@ -188,6 +191,8 @@ class UnlearnConfig:
             ("retain_examples", self.retain_examples >= 0, ">= 0 (0: all)"),
             ("retain_twins", self.retain_twins >= 0, ">= 0"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
+            ("npo_weight", self.npo_weight >= 0, ">= 0"),
+            ("npo_weight", self.npo_weight == 0 or self.method != "lunar", "0 with method lunar"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
             ("lunar_layer", self.lunar_layer >= -1, ">= 0, or -1 for the mask's top layer"),
             ("lunar_coefficient", self.lunar_coefficient > 0, "> 0"),

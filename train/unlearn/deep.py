@@ -20,7 +20,7 @@ import torch
 
 from orin_unlearn.benchmarks.world import Prompt
 from orin_unlearn.edge.tokenizer import ChatTokenizer
-from orin_unlearn.train.chat_data import encode_example
+from orin_unlearn.train.chat_data import collate, encode_example
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.masked_lora import ADAPTER
 from orin_unlearn.train.unlearn.model_access import base_weight, down_proj
@@ -119,3 +119,21 @@ def forget_groups(tokenizer: ChatTokenizer, data: UnlearnData, refusal: str) -> 
     for messages, opening, reply, target in rows:
         groups[target != refusal].append(encode_example(tokenizer, messages, reply, prefix=opening))
     return groups
+
+
+class TruthBatches:
+    """Batches of forget train prompts with their true reference answers, for `forget_npo`
+    (`npo_weight` > 0), drawn with their own seeded generator so the other batches stay those of a
+    run without it; `draw` gives None when the term is off."""
+
+    def __init__(self, cfg: UnlearnConfig, tokenizer: ChatTokenizer, data: UnlearnData):
+        self.size = cfg.forget_batch if cfg.npo_weight > 0 else 0
+        self.rows = [encode_example(tokenizer, m, r) for m, r in data.forget_reference] if self.size else []
+        self.rng = random.Random(cfg.seed + 1)
+        self.pad = tokenizer.pad_token_id
+
+    def draw(self, share: slice) -> dict | None:
+        if not self.size:
+            return None
+        picked = self.rng.sample(self.rows, min(self.size, len(self.rows)))[share]
+        return collate(picked, self.pad)

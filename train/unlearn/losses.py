@@ -4,6 +4,10 @@ sums the terms named in its config with their weights. Adding a term is one deco
 - `forget_ce`: cross-entropy toward the forget target on forget prompts;
 - `retain_kl`: KL(base || model) on retain and neighbour prompts, every non-pad position (or only
   the positions that predict the reply: where greedy decoding decides what the model says);
+- `forget_npo`: Negative Preference Optimization (Zhang et al. 2024) on the forget prompts' *true*
+  answers: -(2/beta) log sigmoid(-beta (log p(answer) - log p_base(answer))), beta = 0.1; it lowers
+  the likelihood of the true answer itself (teacher-forced, as a prefill or the logit lens reads
+  it), not only the start of a reply, and is bounded once the answer is unlikely;
 - `activation`: pushes the masked neurons' contribution on forget prompts off the concept
   direction: relu(cos(MLP output, u)) at answer positions, where u = W_down[:, mask] @
   (mean forget activation - mean retain activation)[mask] is what those neurons write for the
@@ -38,6 +42,7 @@ class Step:
 
     forget: dict
     retain: dict | None
+    truth: dict | None = None  # forget prompts with their true answers (forget_npo)
     _forget_out: tuple | None = None
 
     def forget_forward(self, ctx: LossContext) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -59,6 +64,16 @@ class Step:
                     h.remove()
             self._forget_out = (loss, outputs)
         return self._forget_out
+
+
+def loss_weights(cfg) -> dict[str, float]:
+    """The weight of each term in a run's config (UnlearnConfig); terms at 0 are not computed."""
+    return {
+        "forget_ce": 1.0,
+        "retain_kl": cfg.kl_weight,
+        "activation": cfg.act_weight,
+        "forget_npo": cfg.npo_weight,
+    }
 
 
 def _inputs(batch: dict, device, labels: bool = True) -> dict:
@@ -85,6 +100,31 @@ def retain_kl(ctx: LossContext, step: Step) -> torch.Tensor:
     else:
         mask = inputs["attention_mask"].float()
     return (kl * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+NPO_BETA = 0.1
+
+
+def answer_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of the labelled tokens (labels are the inputs, -100
+    where unscored; logits at position t predict token t + 1)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    target = labels[:, 1:]
+    scored = target != -100
+    picked = logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return (picked * scored).sum(-1)
+
+
+@register("forget_npo")
+def forget_npo(ctx: LossContext, step: Step) -> torch.Tensor:
+    if step.truth is None:
+        return torch.zeros((), device=ctx.device)
+    inputs = _inputs(step.truth, ctx.device, labels=False)
+    labels = step.truth["labels"].to(ctx.device)
+    with torch.no_grad():
+        ref = answer_logprob(ctx.reference(inputs), labels)
+    ratio = answer_logprob(ctx.model(**inputs).logits, labels) - ref
+    return -(2.0 / NPO_BETA) * torch.nn.functional.logsigmoid(-NPO_BETA * ratio).mean()
 
 
 @register("activation")

@@ -32,7 +32,7 @@ from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
 from orin_unlearn.train.unlearn.evaluate import measure
-from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
+from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step, loss_weights
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,9 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
     refusal, substitute = deep.forget_groups(s.tokenizer, s.data, cfg.refusal)
     neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
     retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]
-    weights = {"forget_ce": 1.0, "retain_kl": cfg.kl_weight, "activation": cfg.act_weight}
+    weights = loss_weights(cfg)
     adversary = meta.Adversary.build(cfg, s.tokenizer, s.data, lambda: autocast(s))  # meta_every 0: off
+    truth = deep.TruthBatches(cfg, s.tokenizer, s.data)  # true answers for forget_npo (npo_weight 0: none)
     # every process draws the same batch and trains on its share: the configured batch is the global
     # one, so N processes average the gradient of the batch one process would have used
     rng = random.Random(cfg.seed)
@@ -270,10 +271,8 @@ def stage_train(s: Session, model, reference, directions: dict, progress: Progre
             balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
         )[share]
         pad = s.tokenizer.pad_token_id
-        batch = Step(
-            forget=probe.with_positions(collate(forget_rows, pad)),
-            retain=probe.with_positions(collate(retain_rows, pad)) if retain_rows else None,
-        )
+        retain_batch = probe.with_positions(collate(retain_rows, pad)) if retain_rows else None
+        batch = Step(probe.with_positions(collate(forget_rows, pad)), retain_batch, truth.draw(share))
         with autocast(s):
             terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
         loss = sum(weights[n] * t for n, t in terms.items())

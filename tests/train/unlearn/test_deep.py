@@ -206,3 +206,63 @@ def test_prefill_draws_follow_the_seed_and_leave_other_data_alone(data):
         for m, o, _ in d.forget_prefill:
             per_prompt.setdefault(repr(m), []).append(o)
         assert all(len(set(v)) == len(v) <= n for v in per_prompt.values())
+
+
+def test_npo_lowers_the_true_answer_and_is_zero_when_off(base_dir):
+    """forget_npo: log(2)*(2/beta) at the base itself, falling as the answer gets less likely; no
+    truth batch (npo_weight 0) gives a zero term."""
+    import math
+
+    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.chat_data import collate, encode_example
+    from orin_unlearn.train.unlearn.losses import LOSSES, NPO_BETA, LossContext, Step, answer_logprob
+
+    model, tok = load_model(base_dir), ChatTokenizer(base_dir)
+    rows = [
+        encode_example(
+            tok,
+            [{"role": "user", "content": "Who directed Inception?"}],
+            "Inception was directed by Christopher Nolan.",
+        )
+    ]
+    truth = collate(rows, tok.pad_token_id)
+    inputs = {k: truth[k] for k in ("input_ids", "attention_mask")}
+    logits = model(**inputs).logits
+    n_scored = int((truth["labels"][:, 1:] != -100).sum())
+    assert n_scored == len(rows[0][1]) - rows[0][1].count(-100)
+    same = LossContext(model, lambda x: model(**x).logits)
+    at_base = LOSSES["forget_npo"](same, Step(forget={}, retain=None, truth=truth))
+    assert at_base.item() == pytest.approx(2 / NPO_BETA * math.log(2), rel=1e-5)
+    # a reference that found the answer likelier than the model does: the loss is already lower
+    shifted = LossContext(
+        model,
+        lambda x: (
+            model(**x).logits
+            + 5.0 * torch.nn.functional.one_hot(truth["input_ids"].roll(-1, 1), logits.shape[-1])
+        ),
+    )
+    assert LOSSES["forget_npo"](shifted, Step(forget={}, retain=None, truth=truth)).item() < at_base.item()
+    assert answer_logprob(logits, truth["labels"]).shape == (1,)
+    assert LOSSES["forget_npo"](same, Step(forget={}, retain=None)).item() == 0.0
+
+
+def test_truth_batches_are_off_by_default_and_seeded_apart():
+    from orin_unlearn.benchmarks.world import tiny_base_dir
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.unlearn import deep
+    from orin_unlearn.train.unlearn.config import UnlearnConfig
+    from orin_unlearn.train.unlearn.data import build_data
+
+    tok = ChatTokenizer(tiny_base_dir())
+    cfg = UnlearnConfig(forget_batch=4, retain_examples=8)
+    data = build_data(cfg)
+    assert deep.TruthBatches(cfg, tok, data).draw(slice(None)) is None
+    on = UnlearnConfig(forget_batch=4, retain_examples=8, npo_weight=1.0)
+    a, b = (
+        deep.TruthBatches(on, tok, data).draw(slice(None)),
+        deep.TruthBatches(on, tok, data).draw(slice(None)),
+    )
+    assert a["input_ids"].shape[0] == 4 and torch.equal(a["input_ids"], b["input_ids"])
+    with pytest.raises(ConfigError, match="npo_weight"):
+        UnlearnConfig(method="lunar", npo_weight=1.0)
