@@ -105,7 +105,7 @@ def plot(cards: dict[str, dict], path: Any) -> Any:
 
     plt = plots.pyplot()
     names = list(cards)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) + 2), 4.6))
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.6 * len(names) + 2) + 2.5, 4.6))
     series = [(f"recovery, {n} steps", lambda c, n=n: c["recovery"].get(n)) for n in ("10", "25", "50")]
     series.append(("worst prefill leak", lambda c: c["prefill"]))
     x, width = np.arange(len(names)), 0.8 / len(series)
@@ -118,6 +118,6 @@ def plot(cards: dict[str, dict], path: Any) -> Any:
     ax.set_ylim(min(0.0, *(c["recovery"].get("25") or 0.0 for c in cards.values())) - 0.05, 1.05)
     ax.set_ylabel("share of held-out prompts")
     ax.set_title("robustness cards: worst relearning recovery over the never-known control")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return plots.save(fig, path)
