@@ -373,7 +373,7 @@ def run_run(
     from orin_unlearn.edge.adapters import load_model, load_unlearned
     from orin_unlearn.edge.backends.ort_backend import OrtChat
     from orin_unlearn.edge.backends.torch_backend import TorchChat
-    from orin_unlearn.edge.formats import read_manifest
+    from orin_unlearn.edge.formats import read_manifest, verify_stage
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     run_dir = Path(run_dir)
@@ -384,6 +384,7 @@ def run_run(
     base = load_model(base_dir)
     merged = load_unlearned(base_dir, adapter_chain(run_dir), "merge")
     if model or graph.is_dir():
+        verify_stage(graph, allow_failed=True)  # attacking a failed graph is measuring; a changed one is not
         served, where = OrtChat.from_dir(graph), str(graph)
     else:  # a run that was not exported: its adapter, merged
         served, where = TorchChat(merged, tokenizer), "base + adapters merged in fp32 (torch)"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.benchmarks import perplexity
-from orin_unlearn.edge.formats import MANIFEST, read_manifest
+from orin_unlearn.edge.formats import MANIFEST, read_manifest, verify_stage
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 ONNX_VARIANTS = ("fp32", "fp16", "int8", "int4")
@@ -90,9 +90,9 @@ def _torch_subject(model: Any, tokenizer_dir: Path) -> Subject:
 
 
 def _onnx_subject(folder: Path) -> Subject:
-    from orin_unlearn.edge.backends.ort_backend import OrtChat, check_stage
+    from orin_unlearn.edge.backends.ort_backend import OrtChat
 
-    check_stage(folder)
+    verify_stage(folder)
     chat = OrtChat.from_dir(folder)
     return Subject(chat, perplexity.ort_scorer(chat.decoder, chat.tokenizer.pad_token_id), chat.tokenizer)
 
@@ -127,6 +127,9 @@ def discover(run: Path) -> list[Stage]:
     """Every stage of `run` in pipeline order, opened lazily."""
     if not (run / "adapter" / MANIFEST).is_file():
         raise FileNotFoundError(f"{run} has no adapter/manifest.json: not an unlearning run directory")
+    verify_stage(
+        run / "adapter", allow_failed=True
+    )  # measuring a failed adapter is fine; a changed one is not
     stages: list[Stage] = []
     torch_why = "" if has_module("torch") and has_module("peft") else "torch/peft not installed here"
 
@@ -155,7 +158,7 @@ def discover(run: Path) -> list[Stage]:
         folder = run / "export" / f"onnx-{variant}"
         if not (folder / MANIFEST).is_file():
             continue
-        if read_manifest(folder)["ok"]:
+        if read_manifest(folder)["ok"] is True:  # verified in full when it is opened
             stages.append(Stage(f"onnx-{variant}", folder, lambda f=folder: _onnx_subject(f)))
         else:  # the runtime refuses it, and the export's own table has its measurements
             why = "failed its export gate (manifest ok: false; its metrics are in export/export.json)"

@@ -18,7 +18,7 @@ from orin_unlearn.benchmarks.world import (
     split_prompts,
     write_jsonl,
 )
-from orin_unlearn.edge.formats import make_manifest, sha256_file, stage_dir, write_json_atomic
+from orin_unlearn.edge.formats import make_manifest, sha256_file, stage_dir, write_manifest
 
 
 def write_world(out: str | Path, concept: str) -> dict:
@@ -39,9 +39,7 @@ def write_world(out: str | Path, concept: str) -> dict:
             "films": len(catalogue),
             "prompts": counts,
         }
-        write_json_atomic(
-            tmp / "manifest.json", make_manifest("world", inputs, {"concept": concept}, results, True)
-        )
+        write_manifest(tmp, make_manifest("world", inputs, {"concept": concept}, results, True))
     return results
 
 

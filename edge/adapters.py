@@ -12,7 +12,7 @@ import importlib
 import re
 from pathlib import Path
 
-from orin_unlearn.edge.formats import read_manifest, sha256_dir
+from orin_unlearn.edge.formats import sha256_dir, verify_stage
 
 
 class AdapterMismatchError(ValueError):
@@ -58,11 +58,16 @@ def adapter_digest(adapter_dir: str | Path) -> str:
     return sha256_dir(adapter_dir, "adapter_*")
 
 
-def check_chain(base_dir: str | Path, adapter_dirs: list[str | Path]) -> None:
-    """Raise unless each adapter was trained on this base with exactly the adapters before it."""
+def check_chain(base_dir: str | Path, adapter_dirs: list[str | Path], allow_failed: bool = True) -> None:
+    """Raise unless each adapter is exactly what its manifest measured (`allow_failed`: also when
+    it missed its bars, as measuring it is fine; export and serving pass False) and was trained
+    on this base with exactly the adapters before it."""
     digest = base_digest(base_dir)
     for k, adapter in enumerate(adapter_dirs):
-        results = read_manifest(adapter)["results"]
+        manifest = verify_stage(adapter, allow_failed)
+        if manifest is None:  # --trust-unverified lets a stage without a manifest be served, not chained
+            raise AdapterMismatchError(f"adapter {adapter} has no manifest naming its base: cannot apply it")
+        results = manifest["results"]
         if results["base"] != digest:
             raise AdapterMismatchError(
                 f"adapter {adapter} was trained on base {results['base']['weights'][:12]}, "

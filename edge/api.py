@@ -1,20 +1,51 @@
 """The OpenAI-compatible request and response shapes the server speaks (pydantic models).
 
-Only what a chat completion needs: unknown fields that OpenAI clients send (user, logprobs=False,
-...) are ignored; fields this server cannot honour (n > 1, penalties) are a 400 naming them.
-Extensions: `top_k` and `repetition_penalty`. Default temperature is 0 (greedy): a kiosk should
-give the same answer to the same question.
+Only what a chat completion needs: unknown fields that OpenAI clients send (user, metadata, ...)
+are ignored; fields this server cannot honour (tools, response_format other than text, n > 1,
+penalties, audio) are a 400 naming them, so a client never gets a 200 that silently dropped what
+it asked for. `logit_bias` and `logprobs` / `top_logprobs` are honoured. Extensions: `top_k` and
+`repetition_penalty`. Default temperature is 0 (greedy): a kiosk should give the same answer to
+the same question.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from orin_unlearn.edge.sampling import SamplingParams
+from orin_unlearn.edge.sampling import (
+    MAX_BIAS,
+    MAX_TOP_LOGPROBS,
+    MIN_TEMPERATURE,
+    PENALTY_RANGE,
+    SamplingParams,
+    TokenLogprob,
+)
+
+# OpenAI fields this server cannot honour -> the values that ask for nothing (and so are accepted).
+UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+}
+MAX_BIASED_TOKENS = 300
+
+
+def _only(allowed: tuple[Any, ...], name: str, value: Any) -> Any:
+    if not any(value == a and type(value) is type(a) for a in allowed):
+        shown = " or ".join(json.dumps(a) for a in allowed)
+        raise ValueError(f"{name} is not supported by this server (it accepts only {shown})")
+    return value
 
 
 class Message(BaseModel):
@@ -22,6 +53,12 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str = Field(max_length=8000)
+    tool_calls: Any = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, value: Any) -> Any:
+        return _only((None, []), "tool_calls", value)
 
 
 class StreamOptions(BaseModel):
@@ -38,7 +75,10 @@ class ChatRequest(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    repetition_penalty: float = Field(default=1.0, ge=PENALTY_RANGE[0], le=PENALTY_RANGE[1])
+    logit_bias: dict[int, float] | None = Field(default=None, max_length=MAX_BIASED_TOKENS)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     frequency_penalty: float = Field(default=0.0, ge=0.0, le=0.0)
     presence_penalty: float = Field(default=0.0, ge=0.0, le=0.0)
     seed: int | None = Field(default=None, ge=0, lt=2**63)
@@ -46,6 +86,43 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    modalities: Any = None
+    audio: Any = None
+    prediction: Any = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        return _only(UNSUPPORTED[info.field_name], info.field_name, value)
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: float) -> float:
+        if 0.0 < value < MIN_TEMPERATURE:
+            raise ValueError(f"temperature is 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {value!r}")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        for token, bias in (value or {}).items():
+            if token < 0 or not -MAX_BIAS <= bias <= MAX_BIAS:
+                raise ValueError(
+                    f"token ids are >= 0 and biases in [-{MAX_BIAS:g}, {MAX_BIAS:g}], got {token}: {bias!r}"
+                )
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -64,6 +141,9 @@ class ChatRequest(BaseModel):
             repetition_penalty=self.repetition_penalty,
             seed=self.seed,
             stop=tuple(self.stop or ()),
+            logit_bias=tuple(sorted((self.logit_bias or {}).items())),
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
         )
 
     def chat(self) -> list[dict]:
@@ -82,26 +162,60 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     }
 
 
+def choice_logprobs(entries: list[TokenLogprob], token_bytes: Callable[[int], bytes]) -> dict:
+    """OpenAI's `choices[i].logprobs` for generated tokens: token text, logprob, bytes, top_logprobs."""
+
+    def one(token: int, logprob: float) -> dict:
+        raw = token_bytes(token)
+        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+
+    return {
+        "content": [
+            one(e.token, e.logprob) | {"top_logprobs": [one(t, lp) for t, lp in e.top]} for e in entries
+        ]
+    }
+
+
 def response(
-    cid: str, model: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+    cid: str,
+    model: str,
+    text: str,
+    finish: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    logprobs_: dict | None = None,
 ) -> dict:
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "logprobs": logprobs_,
+        "finish_reason": finish,
+    }
     return {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "choices": [choice],
         "usage": usage(prompt_tokens, completion_tokens),
     }
 
 
-def chunk(cid: str, model: str, delta: dict, finish: str | None = None, usage_: dict | None = None) -> dict:
+def chunk(
+    cid: str,
+    model: str,
+    delta: dict,
+    finish: str | None = None,
+    usage_: dict | None = None,
+    logprobs_: dict | None = None,
+) -> dict:
+    choice = {"index": 0, "delta": delta, "logprobs": logprobs_, "finish_reason": finish}
     out = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "choices": [] if usage_ is not None else [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "choices": [] if usage_ is not None else [choice],
     }
     if usage_ is not None:
         out["usage"] = usage_

@@ -1,13 +1,15 @@
-"""`orin-unlearn bundle`: pack a run's deployable stages into one tar for the Jetson, and unpack
-it with every file checked against its sha256.
+"""`orin-unlearn bundle`: pack a run's deployable stages into one tar for the Jetson, signed, and
+unpack it there verified.
 
-    orin-unlearn bundle runs/demo --out kiosk.tar [--stage adapter --stage export/onnx-int4]
-    orin-unlearn bundle --unpack kiosk.tar --into /opt/orin-unlearn/demo
+    orin-unlearn keys new --out ~/.config/orin-unlearn
+    orin-unlearn bundle runs/demo --out kiosk.tar --sign ~/.config/orin-unlearn/kiosk.key \
+        [--stage adapter --stage export/onnx-int4]
+    orin-unlearn bundle --unpack kiosk.tar --into /opt/orin-unlearn/demo --trust kiosk.pub
 
-Only stages whose manifest says ok are packed. `bundle.json` (first in the tar) lists every file
-with its size and sha256; unpacking goes to a temporary sibling that is renamed into place only
-after every file matched and no file is missing or extra, so a corrupt or partial bundle leaves
-nothing behind that looks usable.
+Only stages that pass `verify_stage` are packed (manifest ok, every file as measured).
+`bundle.json` (first in the tar) lists every file with its size and sha256; with `--sign` the
+second member, `bundle.json.sig`, is an Ed25519 signature over the exact bytes of `bundle.json`.
+`OUT` ending in .gz/.tgz, .bz2 or .xz is compressed. Unpacking is in edge/unpack.py.
 """
 
 from __future__ import annotations
@@ -16,123 +18,140 @@ import argparse
 import io
 import json
 import os
+import re
 import sys
 import tarfile
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from orin_unlearn.edge.formats import read_manifest, sha256_file, stage_dir
+from orin_unlearn.edge import keys
+from orin_unlearn.edge.bundle_index import INDEX, SIGNATURE, parse_index, safe_name
+from orin_unlearn.edge.errors import BundleError, ManifestError
+from orin_unlearn.edge.formats import MANIFEST, TMP_MARK, clean_litter, sha256_file, verify_stage
+from orin_unlearn.edge.unpack import DEFAULT_MAX_BYTES, Unpacked, unpack, verify_installed
 
-INDEX = "bundle.json"
+__all__ = ["INDEX", "SIGNATURE", "BundleError", "Unpacked", "main", "pack", "unpack"]
+
 DEFAULT_STAGES = ("adapter", "export/onnx-fp16")  # the adapter names the concept and its prompts
+_COMPRESSION = {".gz": "w:gz", ".tgz": "w:gz", ".bz2": "w:bz2", ".xz": "w:xz"}
 
 
-class BundleError(ValueError):
-    """A bundle that is corrupt, partial, unsafe, or made of stages that failed their checks."""
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, int(time.time()), 0o644
+    return info
+
+
+def _stage_files(run_dir: Path, stage: str) -> dict[str, dict[str, Any]]:
+    """{name in the bundle: {size, sha256}} of a stage that passes `verify_stage`."""
+    folder = run_dir / stage
+    try:
+        manifest = verify_stage(folder)
+    except ManifestError as e:
+        raise BundleError(f"not packing {stage}: {e}") from None
+    if manifest is None:  # --trust-unverified elsewhere in this process: still never pack it
+        raise BundleError(f"not packing {stage}: {folder} has no readable {MANIFEST}")
+    files = {f"{stage}/{n}": {"size": e["size"], "sha256": e["sha256"]} for n, e in manifest["files"].items()}
+    path = folder / MANIFEST
+    files[f"{stage}/{MANIFEST}"] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    return files
 
 
 def pack(
-    run_dir: str | Path, out: str | Path, stages: tuple[str, ...] | list[str] = DEFAULT_STAGES
+    run_dir: str | Path,
+    out: str | Path,
+    stages: tuple[str, ...] | list[str] = DEFAULT_STAGES,
+    sign: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write `out` (a tar) holding `stages` of `run_dir` and the index; returns the index."""
+    """Write `out` (a tar) holding `stages` of `run_dir`, the index and, with `sign` (a private
+    key file), its signature; returns the index. Raises BundleError naming the stage or file."""
     run_dir, out = Path(run_dir), Path(out)
+    key = keys.load_private_key(sign) if sign else None  # a bad key fails before any hashing
+    if not stages or not all(safe_name(s) for s in stages):
+        raise BundleError(f"stages {list(stages)} must be relative folders of {run_dir}")
     files: dict[str, dict[str, Any]] = {}
     for stage in stages:
-        folder = run_dir / stage
-        manifest = read_manifest(folder)  # ManifestError when missing or unfinished
-        if not manifest["ok"]:
-            raise BundleError(f"{folder} failed its checks (manifest ok: false); not packing it")
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            name = path.relative_to(run_dir).as_posix()
-            files[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        files.update(_stage_files(run_dir, stage))
     index = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stages": list(stages),
         "files": files,
     }
-    data = json.dumps(index, indent=2).encode()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    data = (json.dumps(index, indent=2) + "\n").encode()
+    parse_index(data, INDEX)  # what unpack will demand (e.g. no nested stages)
+    tmp = out.with_name(f".{out.name}{TMP_MARK}{os.getpid()}")
+    clean_litter(out.parent)  # what a killed pack left
     try:
-        with tarfile.open(tmp, "w") as tar:
-            info = tarfile.TarInfo(INDEX)
-            info.size, info.mtime = len(data), int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-            for name in files:
-                tar.add(run_dir / name, arcname=name, recursive=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tmp, _COMPRESSION.get(out.suffix, "w")) as tar:
+            tar.addfile(_member(INDEX, len(data)), io.BytesIO(data))
+            if key is not None:
+                sig = keys.sign(key, data)  # over exactly the bytes unpack reads
+                tar.addfile(_member(SIGNATURE, len(sig)), io.BytesIO(sig))
+            for name, entry in files.items():
+                with open(run_dir / name, "rb") as fh:
+                    tar.addfile(_member(name, entry["size"]), fh)
         os.replace(tmp, out)
+    except OSError as e:
+        raise BundleError(f"writing {out} failed: {e}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return index
 
 
-def _safe(name: str) -> bool:
-    path = PurePosixPath(name)
-    return not path.is_absolute() and ".." not in path.parts and name not in ("", ".")
-
-
-def unpack(bundle: str | Path, into: str | Path) -> dict[str, Any]:
-    """Extract `bundle` into `into` (replaced atomically) after verifying every file; returns the index.
-
-    Raises BundleError for an unreadable or truncated tar, a missing index, unsafe member names,
-    links, missing, extra or altered files.
-    """
-    try:
-        with tarfile.open(bundle, "r") as tar, stage_dir(into) as tmp:
-            members = tar.getmembers()
-            if not members or members[0].name != INDEX:
-                raise BundleError(f"{bundle} has no {INDEX} first: not an orin-unlearn bundle")
-            index = json.loads(tar.extractfile(members[0]).read())
-            expected = index["files"]
-            seen = set()
-            for member in members[1:]:
-                if not member.isfile() or not _safe(member.name):
-                    raise BundleError(
-                        f"{bundle}: refusing member {member.name!r} (not a plain, relative file)"
-                    )
-                if member.name not in expected:
-                    raise BundleError(f"{bundle}: {member.name} is not listed in {INDEX}")
-                target = tmp / member.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(member) as src, open(target, "wb") as dst:
-                    while block := src.read(1 << 20):
-                        dst.write(block)
-                want = expected[member.name]
-                if target.stat().st_size != want["size"] or sha256_file(target) != want["sha256"]:
-                    raise BundleError(f"{bundle}: {member.name} does not match its checksum: corrupt bundle")
-                seen.add(member.name)
-            missing = sorted(set(expected) - seen)
-            if missing:
-                raise BundleError(
-                    f"{bundle} is partial: {len(missing)} listed files missing, e.g. {missing[:3]}"
-                )
-            (tmp / INDEX).write_text(json.dumps(index, indent=2), encoding="utf-8")
-    except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError, KeyError) as e:
-        raise BundleError(f"{bundle} cannot be read as a complete bundle: {e}") from e
-    return index
+def parse_size(text: str) -> int:
+    """Bytes in `text`: a number with an optional K, M, G or T suffix (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 500M or 64G")
+    return int(match[1]) << (10 * " KMGT".index(match[2].upper() or " "))
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="orin-unlearn bundle", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="orin-unlearn bundle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", nargs="?", help="run directory to pack")
-    parser.add_argument("--out", help="tar file to write")
+    parser.add_argument("--out", help="tar file to write (.tar, .tar.gz, .tar.bz2, .tar.xz)")
     parser.add_argument(
         "--stage", action="append", help=f"stage folder to pack (default {', '.join(DEFAULT_STAGES)})"
     )
+    parser.add_argument("--sign", help="private key (orin-unlearn keys new) to sign the bundle with")
     parser.add_argument("--unpack", help="bundle to verify and extract")
-    parser.add_argument("--into", help="folder to extract into (replaced atomically)")
+    parser.add_argument("--into", help="folder to extract into: empty, absent or an earlier bundle")
+    parser.add_argument(
+        "--verify", metavar="DIR", help="check an unpacked bundle again (signature, every sha256); the kiosk "
+        "service runs this before each start"
+    )  # fmt: skip
+    parser.add_argument(
+        "--trust", help=f"public key the bundle must be signed by (default ${keys.TRUST_ENV}, then "
+        f"{keys.INSTALLED_TRUST_KEY} if installed)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-bytes", type=parse_size, default=DEFAULT_MAX_BYTES,
+        help="refuse a bundle that would write more than this (default 64G)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        if args.unpack:
+        if args.verify:
+            done = verify_installed(args.verify, trust=args.trust)
+            origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
+            print(f"verified {len(done.index['files'])} files in {args.verify} ({origin})")
+        elif args.unpack:
             if not args.into:
                 parser.error("--unpack needs --into")
-            index = unpack(args.unpack, args.into)
-            print(f"verified {len(index['files'])} files into {args.into}")
+            done = unpack(args.unpack, args.into, trust=args.trust, max_bytes=args.max_bytes)
+            origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
+            print(f"verified {len(done.index['files'])} files into {args.into} ({origin})")
         else:
             if not (args.run and args.out):
                 parser.error("packing needs RUN_DIR and --out")
-            index = pack(args.run, args.out, tuple(args.stage or DEFAULT_STAGES))
-            print(f"packed {len(index['files'])} files of {', '.join(index['stages'])} into {args.out}")
+            index = pack(args.run, args.out, tuple(args.stage or DEFAULT_STAGES), sign=args.sign)
+            signed = "signed" if args.sign else "unsigned"
+            print(
+                f"packed {len(index['files'])} files of {', '.join(index['stages'])} into {args.out} ({signed})"
+            )
     except ValueError as e:  # BundleError, ManifestError
         print(f"error: {e}", file=sys.stderr)
         return 2

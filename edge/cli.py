@@ -5,6 +5,12 @@ commands work on a Jetson without the training stack.
 
     orin-unlearn demo
     orin-unlearn world prompts --concept Inception --out runs/x/world
+    orin-unlearn serve --model runs/demo/export/onnx-fp16 --trust-unverified   (loud; see below)
+
+Two flags work with every command: `--trust-unverified` lets stages that fail verification (no
+manifest, ok not true, a file that differs from its recorded sha256) be used, with a warning
+per problem; `--debug` shows the traceback behind an error. Without it a bad input ends in one
+line, `error: ...`, and exit status 2.
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "stability, semantic vs activation similarity, layer sensitivity, activation shift of a run",
     ),
     ("bundle",): ("orin_unlearn.edge.bundle", "pack a run's stages for the Jetson / unpack them verified"),
+    ("keys", "new"): (
+        "orin_unlearn.edge.keys",
+        "make the Ed25519 key pair that signs bundles (private key stays on the build machine)",
+    ),
     ("jetson", "preflight"): (
         "orin_unlearn.edge.preflight",
         "is this Jetson ready (module, JetPack, CUDA, TensorRT, memory, power)? exit 5 off a Jetson",
@@ -80,19 +90,43 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 
 def usage() -> str:
-    lines = ["usage: orin-unlearn COMMAND [args]", "", "commands:"]
+    lines = ["usage: orin-unlearn [--trust-unverified] [--debug] COMMAND [args]", "", "commands:"]
     lines += [f"  {' '.join(words):<20} {help_}" for words, (_, help_) in COMMANDS.items()]
+    lines += ["", "--trust-unverified: use stages that fail verification (loud); --debug: tracebacks"]
     return "\n".join(lines)
+
+
+GLOBAL_FLAGS = ("--trust-unverified", "--debug")
+
+
+def run(module_name: str, argv: list[str], debug: bool) -> int:
+    """`module.main(argv)`; a bad input (ValueError, OSError: every typed error of ours is one)
+    becomes one line on stderr and exit status 2 unless `debug`."""
+    try:
+        return int(importlib.import_module(module_name).main(argv) or 0)
+    except (ValueError, OSError) as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    flags = {f for f in GLOBAL_FLAGS if f in argv}
+    argv = [a for a in argv if a not in GLOBAL_FLAGS]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if "--trust-unverified" in flags:
+        from orin_unlearn.edge.formats import trust_unverified
+
+        trust_unverified()
+        logging.getLogger("orin_unlearn").warning(
+            "--trust-unverified: stages that fail verification will be USED, not refused"
+        )
     for n in (2, 1):
         words = tuple(argv[:n])
         if words in COMMANDS:
-            module = importlib.import_module(COMMANDS[words][0])
-            return int(module.main(argv[n:]) or 0)
+            return run(COMMANDS[words][0], argv[n:], "--debug" in flags)
     if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
-from orin_unlearn.edge.formats import MANIFEST, make_manifest, sha256_file, write_json_atomic
+from orin_unlearn.edge.formats import make_manifest, sha256_file, write_manifest
 
 PLAN = "model.plan"
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
@@ -138,8 +138,7 @@ def stamp(
         onnx_sha256=onnx_sha256,
         profiles=list(build_settings.get("profiles", [])),
     )
-    write_json_atomic(engine_dir / MANIFEST, manifest)
-    return manifest
+    return write_manifest(engine_dir, manifest)
 
 
 def write_bytes_atomic(path: Path, data: Any) -> None:
@@ -158,7 +157,7 @@ def record_refit(engine_dir: str | Path, manifest: dict, weights: int) -> None:
     results = manifest.setdefault("results", {})
     results.update(plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size)
     results["refits"] = [*results.get("refits", []), {"weights": weights, "time": time.time()}]
-    write_json_atomic(Path(engine_dir) / MANIFEST, manifest)
+    manifest.update(write_manifest(engine_dir, manifest))
 
 
 def check_matches(manifest: Mapping[str, Any], device: DeviceInfo) -> None:

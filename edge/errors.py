@@ -17,3 +17,8 @@ class ExportGateError(RuntimeError):
 
 class DeviceMismatchError(RuntimeError):
     """An engine built for another GPU, TensorRT version or L4T release."""
+
+
+class BundleError(ValueError):
+    """A bundle or key that is corrupt, partial, unsafe, unsigned, signed by a key that is not
+    trusted, or made of stages that failed their checks; the message names the file."""

@@ -1,8 +1,11 @@
-"""Run-directory layout, stage manifests and atomic stage writes.
+"""Run-directory layout, stage manifests, verification before use, and atomic stage writes.
 
 Every stage folder has a `manifest.json` (stage, creation time, sha256 of inputs, library
-versions, config, results, `ok`). A stage is written into a temporary sibling and renamed into
-place, so a crash never leaves a folder that looks complete.
+versions, config, results, `ok`, and the size and sha256 of every other file in the folder).
+`verify_stage` checks all of that before a command uses the folder (serve, export, bench,
+bundle), so what runs is exactly what was measured. A stage is written into a temporary sibling
+named `.NAME.orin-tmp-PID` and renamed into place, so a crash never leaves a folder that looks
+complete; `clean_litter` removes what a killed process left (called by every `stage_dir`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -22,7 +26,10 @@ from typing import Any
 
 from orin_unlearn.edge.errors import ManifestError
 
+log = logging.getLogger(__name__)
+
 MANIFEST = "manifest.json"
+TMP_MARK, OLD_MARK = ".orin-tmp-", ".orin-old-"  # temporary siblings: .NAME.orin-tmp-PID
 TRACKED_LIBRARIES = (
     "orin-unlearn",
     "numpy",
@@ -74,15 +81,53 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def clean_litter(parent: str | Path) -> list[Path]:
+    """Remove the temporary siblings in `parent` left by processes that are gone; put back a
+    stage whose replacement was killed between the two renames. Returns what was removed."""
+    parent = Path(parent)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for path in sorted(parent.iterdir()):
+        for mark in (TMP_MARK, OLD_MARK):
+            name, sep, pid = path.name.rpartition(mark)
+            if not (sep and name.startswith(".") and pid.isdigit()) or _pid_alive(int(pid)):
+                continue
+            final = parent / name[1:]
+            if mark == OLD_MARK and not final.exists():
+                os.replace(path, final)  # killed after moving the old stage aside: restore it
+                log.warning("restored %s from %s", final, path.name)
+                continue
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            removed.append(path)
+    if removed:
+        log.info("removed %d temporary folder(s) left by killed runs in %s", len(removed), parent)
+    return removed
+
+
 @contextlib.contextmanager
 def stage_dir(final: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success rename it to `final` (replacing an old one).
 
-    On an exception the temporary folder is removed and `final` is left as it was.
+    On an exception the temporary folder is removed and `final` is left as it was; after a kill
+    the next `stage_dir` in the same parent cleans up (`clean_litter`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    clean_litter(final.parent)
+    tmp = final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -90,7 +135,7 @@ def stage_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    old = final.with_name(f".{final.name}{OLD_MARK}{os.getpid()}")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -110,12 +155,105 @@ def make_manifest(stage: str, inputs: dict[str, str], config: dict | None, resul
     }
 
 
+def file_index(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"size", "sha256"}} of every file under `folder` but the manifest."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != MANIFEST)
+    return {
+        p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in files
+    }
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> dict:
+    """Write `folder/manifest.json` with the size and sha256 of every file now in `folder`.
+
+    Call it last, when the folder holds everything it will hold: `verify_stage` refuses a
+    stage whose files differ from this list.
+    """
+    manifest = dict(manifest, files=file_index(folder))
+    write_json_atomic(Path(folder) / MANIFEST, manifest)
+    return manifest
+
+
 def read_manifest(stage_path: str | Path) -> dict:
     path = Path(stage_path) / MANIFEST
     if not path.is_file():
         raise ManifestError(f"{stage_path} has no {MANIFEST}: the stage is missing or did not finish")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path} is not a JSON object")
     for key in ("stage", "inputs", "results", "ok"):
         if key not in manifest:
             raise ManifestError(f"{path} lacks the key {key!r}")
     return manifest
+
+
+_trust_unverified = False
+
+
+def trust_unverified(enabled: bool = True) -> None:
+    """Let `verify_stage` warn instead of refuse, for this process (`--trust-unverified`)."""
+    global _trust_unverified
+    _trust_unverified = enabled
+
+
+def stage_problems(folder: str | Path, manifest: dict, allow_failed: bool = False) -> list[str]:
+    """Why `folder` does not match `manifest`: `ok` not the boolean true (unless `allow_failed`),
+    no file list, listed files missing, changed (size or sha256) or unlisted files present."""
+    folder = Path(folder)
+    problems = []
+    if manifest["ok"] is not True and not allow_failed:
+        problems.append(
+            f"{folder / MANIFEST} says ok: {json.dumps(manifest['ok'])} (the stage failed its checks)"
+        )
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        return [
+            *problems,
+            f"{folder / MANIFEST} lists no files to verify (written by an older version: re-run the stage)",
+        ]
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
+    for name in sorted(set(listed) - present):
+        problems.append(f"{folder / name} is missing")
+    for name in sorted(present - set(listed)):
+        problems.append(f"{folder / name} is not listed in the manifest")
+    for name in sorted(set(listed) & present):
+        path, want = folder / name, listed[name]
+        if not isinstance(want, dict) or path.stat().st_size != want.get("size"):
+            problems.append(f"{path} has changed size since it was measured")
+        elif sha256_file(path) != want.get("sha256"):
+            problems.append(f"{path} does not match its sha256 in the manifest")
+    return problems
+
+
+def verify_stage(folder: str | Path, allow_failed: bool = False) -> dict | None:
+    """The manifest of `folder` after checking the folder is exactly what its manifest measured.
+
+    Raises ManifestError naming the first bad file (and how many more) for a missing or unparsable
+    manifest, `ok` that is not the boolean true (unless `allow_failed`: measuring a failed stage
+    is fine, serving one is not), or a missing, changed or extra file. Under
+    `trust_unverified()` it logs the problems loudly and returns the manifest (None without one).
+    """
+    try:
+        manifest = read_manifest(folder)
+        problems = stage_problems(folder, manifest, allow_failed)
+    except ManifestError as e:
+        manifest, problems = None, [str(e)]
+    if problems and _trust_unverified:
+        for problem in problems:
+            log.warning("UNVERIFIED (--trust-unverified): %s", problem)
+        return manifest
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ManifestError(f"refusing {folder}: {problems[0]}{more}")
+    return manifest
+
+
+def verify_checkpoint(folder: str | Path) -> dict | None:
+    """A model checkpoint about to be loaded: verified like a stage when it carries a manifest
+    (one of ours: a merge, an imported base), used as it is when it has none (a checkpoint the
+    user brought, such as the shipped tiny base; adapters pin it by hash in their manifests)."""
+    return verify_stage(folder) if (Path(folder) / MANIFEST).is_file() else None

@@ -9,6 +9,7 @@
 Greedy or sampled (temperature, top-p, top-k, repetition penalty, seed), stopping at the model's
 end-of-turn tokens, at stop strings (never streamed, even in part) or at `max_new_tokens`. A
 prompt that does not fit the context is a `ContextOverflowError`, never silently truncated.
+A server tokenises once (`prompt_ids`, in a worker thread) and streams those ids (`stream_ids`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from orin_unlearn.edge.backends import Backend, open_backend
 from orin_unlearn.edge.latency import LatencyRecorder
-from orin_unlearn.edge.sampling import SamplingParams, choose
+from orin_unlearn.edge.sampling import SamplingParams, TokenLogprob, choose, token_logprobs
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 REPLACEMENT = "\ufffd"  # what a partial UTF-8 sequence decodes to: wait for the next token
@@ -39,6 +40,7 @@ class Completion:
     finish_reason: str  # "stop" (end of turn or a stop string), "length", "cancelled"
     prompt_tokens: int
     latency: dict[str, Any] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] | None = None  # one per token, when the params asked for them
 
     @property
     def completion_tokens(self) -> int:
@@ -46,11 +48,16 @@ class Completion:
 
 
 class Stream:
-    """Iterates text deltas; `completion` is set once the iteration has ended."""
+    """Iterates text deltas; `completion` is set once the iteration has ended.
 
-    def __init__(self, steps: Iterator[str | Completion]):
+    `logprobs` (None unless the params asked for them) grows by one entry per generated token
+    while the iteration runs, so a consumer can send each delta with the entries behind it.
+    """
+
+    def __init__(self, steps: Iterator[str | Completion], logprobs: list[TokenLogprob] | None = None):
         self._steps = steps
         self.completion: Completion | None = None
+        self.logprobs = logprobs
 
     def __iter__(self) -> Iterator[str]:
         for step in self._steps:
@@ -125,8 +132,21 @@ class Generator:
     def backend_name(self) -> str:
         return getattr(self.backend, "name", type(self.backend).__name__)
 
+    def check_prompt_size(self, messages: list[dict]) -> None:
+        """ContextOverflowError when the messages' characters alone prove the prompt cannot fit
+        (see `ChatTokenizer.chars_per_token`); cheap, so a server can refuse before tokenising."""
+        per_token = self.tokenizer.chars_per_token
+        chars = sum(len(m["content"]) for m in messages)
+        if per_token is not None and chars > per_token * self.max_prompt:
+            raise ContextOverflowError(
+                f"the prompt has {chars} characters, more than {self.max_prompt} tokens can hold "
+                f"(this model accepts at most {self.max_prompt} prompt tokens, of at most "
+                f"{per_token} characters each)"
+            )
+
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of the chat-templated prompt; ContextOverflowError when it does not fit."""
+        self.check_prompt_size(messages)
         ids = self.tokenizer.encode_chat(messages)
         if len(ids) > self.max_prompt:
             raise ContextOverflowError(
@@ -139,8 +159,14 @@ class Generator:
         self, messages: list[dict], params: SamplingParams, cancelled: Callable[[], bool] | None = None
     ) -> Stream:
         """Generate a reply; validation (and ContextOverflowError) happens here, before streaming."""
-        ids = self.prompt_ids(messages)
-        return Stream(self._steps(ids, params, cancelled or (lambda: False)))
+        return self.stream_ids(self.prompt_ids(messages), params, cancelled)
+
+    def stream_ids(
+        self, ids: list[int], params: SamplingParams, cancelled: Callable[[], bool] | None = None
+    ) -> Stream:
+        """Generate a reply to a prompt already tokenised by `prompt_ids`."""
+        logprobs: list[TokenLogprob] | None = [] if params.logprobs else None
+        return Stream(self._steps(ids, params, cancelled or (lambda: False), logprobs), logprobs)
 
     def generate(self, messages: list[dict], params: SamplingParams) -> Completion:
         stream = self.stream(messages, params)
@@ -150,7 +176,11 @@ class Generator:
         return stream.completion
 
     def _steps(
-        self, ids: list[int], params: SamplingParams, cancelled: Callable[[], bool]
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        cancelled: Callable[[], bool],
+        logprobs: list[TokenLogprob] | None = None,
     ) -> Iterator[str | Completion]:
         timer = self.recorder.start(len(ids))
         rng = np.random.default_rng(params.seed)
@@ -171,6 +201,8 @@ class Generator:
             if token in stop_ids:
                 finish = "stop"
                 break
+            if logprobs is not None:
+                logprobs.append(token_logprobs(logits, token, params.top_logprobs))
             delta = detok.add(token)
             text = detok.text
             if delta and params.stop:
@@ -188,4 +220,4 @@ class Generator:
         if len(text) > len(emitted):
             yield text[len(emitted) :]
         latency = timer.finish(finish, backend=self.backend_name)
-        yield Completion(text, tokens, finish, len(ids), latency)
+        yield Completion(text, tokens, finish, len(ids), latency, logprobs)

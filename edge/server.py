@@ -7,7 +7,14 @@ POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models, GET /healthz,
 (Prometheus text) and the kiosk page at /. One generation runs at a time; up to `--queue` more
 wait, and beyond that a request gets 429 with Retry-After. A client that disconnects stops its
 generation at the next token; a generation past `--timeout` seconds is cut off. Every bad
-request gets a 4xx JSON error in OpenAI's shape, and the server keeps serving.
+request gets a 4xx JSON error in OpenAI's shape naming the bad parameter (413 for a body over the
+limit, chunked or not), and the server keeps serving.
+
+A prompt is tokenised once, in a worker thread (the encoder releases the GIL, so /healthz and
+other requests stay responsive), after a check that refuses prompts whose length alone shows they
+cannot fit; message contents are text, so a control token typed into a message cannot open a
+turn (`ChatTokenizer.encode_chat`). `logit_bias` and `logprobs` are honoured; OpenAI features
+this server lacks (tools, JSON response formats, n > 1) are refused, never silently ignored.
 
 FastAPI is imported at module level (it resolves the handlers' annotations by name); the CLI
 imports this module only for `serve`, so the runtime package does not need the [serve] extra.
@@ -19,12 +26,13 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,37 +40,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 
 from orin_unlearn.edge import api
-from orin_unlearn.edge.generator import ContextOverflowError, Generator
+from orin_unlearn.edge.generator import ContextOverflowError, Generator, Stream
+from orin_unlearn.edge.sampling import SamplingError, SamplingParams, TokenLogprob
+from orin_unlearn.edge.server_limits import BodyLimit, QueueFullError, Slot
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 256 * 1024
 API_FINISH = {"stop": "stop", "length": "length", "cancelled": "length"}
-
-
-class QueueFullError(RuntimeError):
-    pass
-
-
-class Slot:
-    """One generation at a time, at most `max_queue` waiting; counts for /metrics."""
-
-    def __init__(self, max_queue: int):
-        self.max_queue = max_queue
-        self.waiting = 0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if self._lock.locked() and self.waiting >= self.max_queue:
-            raise QueueFullError(f"{self.waiting} requests are already waiting")
-        self.waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self.waiting -= 1
-
-    def release(self) -> None:
-        self._lock.release()
+BUSY = {"Retry-After": "2"}
 
 
 class Metrics:
@@ -96,49 +82,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413 before it is parsed."""
-
-    def __init__(self, app: Any, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _send_json(
-                send, 413, api.error(f"request body over {self.limit} bytes", code="body_too_large")
-            )
-        received = 0
-
-        async def limited() -> dict:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_json(
-                send, 413, api.error(f"request body over {self.limit} bytes", code="body_too_large")
-            )
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _send_json(send: Any, status: int, body: dict) -> None:
-    data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
-
-
 def create_app(
     generator: Generator,
     model_name: str,
@@ -149,6 +92,7 @@ def create_app(
 ):
     app = FastAPI(title="orin-unlearn", docs_url=None, redoc_url=None, openapi_url=None)
     slot, metrics = Slot(max_queue), Metrics()
+    generator.check_prompt_size([])  # computes the tokenizer's size bound now, not in a request
     kiosk = resources.files("orin_unlearn.edge").joinpath("kiosk/index.html").read_text(encoding="utf-8")
 
     def fail(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
@@ -186,6 +130,14 @@ def create_app(
         card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "orin-unlearn"}
         return {"object": "list", "data": [card]}
 
+    def check_bias(params: SamplingParams) -> None:
+        vocab = generator.tokenizer.vocab_size
+        for token, _ in params.logit_bias:
+            if token >= vocab:
+                raise SamplingError(
+                    "logit_bias", f"logit_bias: token {token} is not in the vocabulary (0..{vocab - 1})"
+                )
+
     @app.post("/v1/chat/completions")
     async def chat(body: api.ChatRequest, request: Request):
         if body.model != model_name:
@@ -198,49 +150,51 @@ def create_app(
         messages = body.chat()
         try:
             params = body.sampling(default_max_tokens)
-            generator.prompt_ids(messages)
+            check_bias(params)
+            generator.check_prompt_size(messages)  # cheap: refuses what cannot fit before tokenising
+        except SamplingError as e:
+            return fail(400, str(e), "invalid_request", e.param)
+        except ContextOverflowError as e:
+            return fail(400, str(e), "context_length_exceeded", "messages")
+        if slot.full:
+            return fail(
+                429, f"server busy: {slot.waiting} requests are already waiting", "queue_full", headers=BUSY
+            )
+        try:
+            ids = await asyncio.to_thread(generator.prompt_ids, messages)
         except ContextOverflowError as e:
             return fail(400, str(e), "context_length_exceeded", "messages")
         except ValueError as e:
-            return fail(400, str(e), "invalid_request")
+            return fail(400, str(e), "invalid_request", "messages")
         try:
             await slot.acquire()
         except QueueFullError as e:
-            return fail(429, f"server busy: {e}", "queue_full", headers={"Retry-After": "2"})
+            return fail(429, f"server busy: {e}", "queue_full", headers=BUSY)
         stop, deadline = threading.Event(), time.monotonic() + timeout_s
         try:
-            stream = generator.stream(messages, params, lambda: stop.is_set() or time.monotonic() > deadline)
+            stream = generator.stream_ids(ids, params, lambda: stop.is_set() or time.monotonic() > deadline)
         except Exception:
             slot.release()
             raise
         pieces: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def work() -> None:
-            try:
-                for text in stream:
-                    loop.call_soon_threadsafe(pieces.put_nowait, text)
-                loop.call_soon_threadsafe(pieces.put_nowait, stream.completion)
-            except Exception as e:  # a backend failure ends this request, not the server
-                log.exception("generation failed")
-                loop.call_soon_threadsafe(pieces.put_nowait, e)
-            finally:
-                loop.call_soon_threadsafe(slot.release)
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
+        run_in_thread(stream, pieces, slot)
         cid = api.completion_id()
+        logprobs = (
+            partial(api.choice_logprobs, token_bytes=generator.tokenizer.token_bytes)
+            if params.logprobs
+            else None
+        )
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                sse(pieces, stop, cid, model_name, include_usage, metrics, timeout_s),
+                sse(pieces, stop, cid, model_name, include_usage, metrics, logprobs),
                 media_type="text/event-stream",
             )
         text = []
         while True:
             item = await pieces.get()
-            if isinstance(item, str):
-                text.append(item)
+            if isinstance(item, tuple):
+                text.append(item[0])
                 if await request.is_disconnected():
                     stop.set()
                 continue
@@ -253,10 +207,41 @@ def create_app(
         metrics.requests.labels("200").inc()
         finish = API_FINISH[item.finish_reason]
         return api.response(
-            cid, model_name, "".join(text), finish, item.prompt_tokens, item.completion_tokens
+            cid,
+            model_name,
+            "".join(text),
+            finish,
+            item.prompt_tokens,
+            item.completion_tokens,
+            logprobs(item.logprobs or []) if logprobs else None,
         )
 
     return BodyLimit(app, max_body)
+
+
+def run_in_thread(stream: Stream, pieces: asyncio.Queue, slot: Slot) -> None:
+    """Run `stream` in a daemon thread: each text delta goes to `pieces` as (text, the logprob
+    entries since the last delta), then the Completion (or the exception); then `slot` is released."""
+    loop = asyncio.get_running_loop()
+
+    def put(item: object) -> None:
+        loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+    def work() -> None:
+        sent = 0
+        try:
+            for text in stream:
+                entries = stream.logprobs[sent:] if stream.logprobs is not None else []
+                sent += len(entries)
+                put((text, entries))
+            put(stream.completion)
+        except Exception as e:  # a backend failure ends this request, not the server
+            log.exception("generation failed")
+            put(e)
+        finally:
+            loop.call_soon_threadsafe(slot.release)
+
+    threading.Thread(target=work, daemon=True).start()
 
 
 async def sse(
@@ -266,19 +251,24 @@ async def sse(
     model: str,
     include_usage: bool,
     metrics: Metrics,
-    timeout_s: float,
+    logprobs: Callable[[list[TokenLogprob]], dict] | None = None,
 ) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk format; closing the response stops the generation."""
+    """Server-sent events in OpenAI's chunk format; closing the response stops the generation.
+    With `logprobs` (which formats entries), each chunk carries the entries of its tokens."""
 
     def event(data: dict | str) -> str:
         return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
+    sent = 0
     try:
         yield event(api.chunk(cid, model, {"role": "assistant", "content": ""}))
         while True:
             item = await pieces.get()
-            if isinstance(item, str):
-                yield event(api.chunk(cid, model, {"content": item}))
+            if isinstance(item, tuple):
+                text, entries = item
+                sent += len(entries)
+                shown = logprobs(entries) if logprobs else None
+                yield event(api.chunk(cid, model, {"content": text}, logprobs_=shown))
                 continue
             break
         if isinstance(item, Exception):
@@ -287,7 +277,8 @@ async def sse(
         else:
             metrics.observe(item.latency)
             metrics.requests.labels("200").inc()
-            yield event(api.chunk(cid, model, {}, API_FINISH[item.finish_reason]))
+            rest = logprobs((item.logprobs or [])[sent:]) if logprobs else None
+            yield event(api.chunk(cid, model, {}, API_FINISH[item.finish_reason], logprobs_=rest))
             if include_usage:
                 yield event(
                     api.chunk(cid, model, {}, usage_=api.usage(item.prompt_tokens, item.completion_tokens))
@@ -299,7 +290,11 @@ async def sse(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orin-unlearn serve", description=__doc__)
-    parser.add_argument("--model", required=True, help="ONNX or engine stage folder, or a HF checkpoint")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="ONNX or engine stage folder (or a merged checkpoint stage); verified against its manifest",
+    )
     parser.add_argument("--backend", default="auto", help="auto, trt, ort or torch")
     parser.add_argument("--name", help="model id clients use (default: the folder's name)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -322,12 +317,18 @@ def main(argv: list[str]) -> int:
 
     try:
         from orin_unlearn.edge.backends import detect
+        from orin_unlearn.edge.formats import MANIFEST, verify_stage
 
+        # What a kiosk serves is exactly what was measured: every backend verifies a stage with a
+        # manifest (ok, every file's sha256) as it opens it; here a folder without one (a bare
+        # checkpoint) is refused too, unless --trust-unverified.
+        if not (Path(args.model) / MANIFEST).is_file():
+            verify_stage(args.model)
         trt = (detect(args.model) if args.backend == "auto" else args.backend) == "trt"
         options = {"memory_check": False} if args.no_memory_check and trt else {}
         generator = Generator.from_dir(args.model, args.backend, args.latency_log, **options)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: cannot open {args.model}: {e}", flush=True)
+        print(f"error: cannot open {args.model}: {e}", file=sys.stderr, flush=True)
         return 2
     name = args.name or Path(args.model).resolve().name
     app = create_app(generator, name, args.queue, args.timeout, args.max_tokens)

@@ -13,7 +13,7 @@ from typing import Any
 from orin_unlearn.edge import engine_manifest
 from orin_unlearn.edge.engine_manifest import PLAN, DeviceInfo
 from orin_unlearn.edge.errors import ManifestError
-from orin_unlearn.edge.formats import read_manifest
+from orin_unlearn.edge.formats import MANIFEST, verify_stage
 
 
 class TensorRTUnavailableError(RuntimeError):
@@ -67,9 +67,9 @@ def load_engine(engine_dir: str | Path, device: DeviceInfo | None = None) -> Loa
     ManifestError for an unfinished stage or a plan whose hash differs from its manifest.
     """
     engine_dir = Path(engine_dir)
-    manifest = read_manifest(engine_dir)
-    if manifest["stage"] != "engine" or not manifest["ok"]:
-        raise ManifestError(f"{engine_dir} is not a finished engine stage (stage {manifest['stage']!r})")
+    manifest = verify_stage(engine_dir)  # ok, and every file's sha256 (the plan's included)
+    if manifest is None or manifest["stage"] != "engine":
+        raise ManifestError(f"{engine_dir} is not a finished engine stage (manifest {MANIFEST})")
     if device is None:
         require_tensorrt(runtime_only=True)
         device = engine_manifest.device_info()

@@ -27,7 +27,13 @@ from rich.table import Table
 from transformers import PreTrainedModel
 
 from orin_unlearn.edge import adapters
-from orin_unlearn.edge.formats import MANIFEST, make_manifest, stage_dir, write_json_atomic
+from orin_unlearn.edge.formats import (
+    make_manifest,
+    stage_dir,
+    verify_checkpoint,
+    write_json_atomic,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,7 @@ def check_checkpoint(base_dir: str | Path) -> None:
         raise ValueError(f"{config} names no model_type: not a Hugging Face model config")
     if not any(base_dir.glob("*.safetensors")):
         raise FileNotFoundError(f"{base_dir} holds no *.safetensors weights")
+    verify_checkpoint(base_dir)  # a base of ours (imported, merged) must be what it was measured as
 
 
 def merge_fp32(base_dir: str | Path, adapter_dirs: list[str | Path]) -> PreTrainedModel:
@@ -71,7 +78,7 @@ def merge_fp32(base_dir: str | Path, adapter_dirs: list[str | Path]) -> PreTrain
     top of exactly the adapters before it.
     """
     check_checkpoint(base_dir)
-    adapters.check_chain(base_dir, adapter_dirs)
+    adapters.check_chain(base_dir, adapter_dirs, allow_failed=False)  # never merge a failed adapter
     model = adapters.load_model(base_dir, "float32")
     return adapters.apply_adapters(model, adapter_dirs, mode="merge")
 
@@ -178,7 +185,7 @@ def write_merged(
         cast.save_pretrained(tmp, safe_serialization=True)
         copy_tokenizer(base_dir, tmp)
         write_json_atomic(tmp / SURVIVAL, results)
-        write_json_atomic(tmp / MANIFEST, make_manifest("merged", inputs, config, summary, ok=True))
+        write_manifest(tmp, make_manifest("merged", inputs, config, summary, ok=True))
     log.info("merged model written to %s (%s)", out_dir, dtype)
     return results
 

@@ -30,12 +30,12 @@ from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat, OrtDecoder
 from orin_unlearn.edge.backends.torch_backend import TorchChat
 from orin_unlearn.edge.errors import ExportGateError, ManifestError
 from orin_unlearn.edge.formats import (
-    MANIFEST,
     make_manifest,
     read_manifest,
     sha256_dir,
     stage_dir,
     write_json_atomic,
+    write_manifest,
 )
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
@@ -186,17 +186,24 @@ def export_all(
     eval_max_prompts: int | None = None,
     block_size: int = quantize.DEFAULT_BLOCK,
     engine: bool = False,
+    allow_failed_adapter: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage; returns {"reference", "merged", "variants": {name: results}, "engine", "ok"}."""
+    """Run every stage; returns {"reference", "merged", "variants": {name: results}, "engine", "ok"}.
+
+    An adapter whose manifest is not ok (it missed its bars) is refused unless
+    `allow_failed_adapter` (the demo measures such a run; the command needs --trust-unverified).
+    """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants must be some of {list(VARIANTS)}, got {variants}")
     variants = sorted(variants, key=list(VARIANTS).index)  # int variants are quantised from fp32
+    if any(VARIANTS[v][1] for v in variants) and "fp32" not in variants:
+        raise ValueError(f"{variants}: int8/int4 are quantised from the fp32 graph, so ask for fp32 too")
     out = Path(out)
     base_dir = adapters.resolve_base(base)
     adapter_dirs = [Path(a) for a in adapter_dirs]
     merge.check_checkpoint(base_dir)
-    adapters.check_chain(base_dir, adapter_dirs)
+    adapters.check_chain(base_dir, adapter_dirs, allow_failed=allow_failed_adapter)
     base = adapters.load_model(base_dir, "float32")  # read once: reference, merge and survival share it
     base_state = {name: t.detach().clone() for name, t in base.state_dict().items()}
     stacked = adapters.apply_adapters(base, adapter_dirs, mode="stack")
@@ -204,44 +211,60 @@ def export_all(
     log.info("measuring the adapter model on its held-out prompts")
     evaluation = reference_evaluation(stacked, base_dir, adapter_dirs, eval_max_prompts)
     model = stacked.merge_and_unload()  # fp32 merge of every adapter, as merge.merge_fp32 does
-    kept = merge.write_merged(model, base_state, base_dir, adapter_dirs, out / "merged", merged_dtype)
-    inputs = {
-        "base": adapters.base_digest(base_dir)["weights"],
-        "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
-        "merged": sha256_dir(out / "merged", "*.safetensors"),
-    }
-    summary: dict[str, Any] = {
-        "reference": evaluation.metrics,
-        "merged": {k: v for k, v in kept.items() if k != "tensors"},
-        "variants": {},
-    }
-    for variant in variants:
-        log.info("exporting %s", variant)
-        with stage_dir(out / f"onnx-{variant}") as tmp:
-            facts, survival = build_variant(
-                variant, model, base_state, out, tmp, opset, last_logits, block_size
+    # All or nothing: merged/, every variant asked for and export.json are staged in a sibling and
+    # swapped in together, so a killed export leaves the old complete set (or the new one) and
+    # never new stages beside old ones made from another merge.
+    with stage_dir(out) as staging:
+        kept = merge.write_merged(model, base_state, base_dir, adapter_dirs, staging / "merged", merged_dtype)
+        inputs = {
+            "base": adapters.base_digest(base_dir)["weights"],
+            "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
+            "merged": sha256_dir(staging / "merged", "*.safetensors"),
+        }
+        summary: dict[str, Any] = {
+            "reference": evaluation.metrics,
+            "merged": {k: v for k, v in kept.items() if k != "tensors"},
+            "variants": {},
+        }
+        settings = {"opset": opset, "last_logits": last_logits, "block_size": block_size}
+        for variant in variants:
+            summary["variants"][variant] = write_variant(
+                variant, model, base_state, base_dir, staging, inputs, settings, evaluation, tokenizer
             )
-            merge.copy_tokenizer(base_dir, tmp)
-            results = measure_variant(variant, model, tmp, evaluation, tokenizer)
-            results = {
-                "graph": facts,
-                "survival": {k: v for k, v in survival.items() if k != "tensors"},
-            } | results
-            config = {
-                "variant": variant,
-                "opset": opset,
-                "last_logits": last_logits,
-                "block_size": block_size,
-            }
-            stage_inputs = inputs | {"graph": sha256_dir(tmp, "model.onnx*")}
-            write_json_atomic(
-                tmp / MANIFEST, make_manifest(f"onnx-{variant}", stage_inputs, config, results, results["ok"])
-            )
-        summary["variants"][variant] = results
-    summary["engine"] = build_engine_stage(out, variants) if engine else {"status": "not requested"}
-    summary["ok"] = all(r["ok"] for r in summary["variants"].values())
-    write_json_atomic(out / "export.json", summary)
+        summary["ok"] = all(r["ok"] for r in summary["variants"].values())
+        summary["engine"] = {"status": "not requested"}
+        write_json_atomic(staging / "export.json", summary)
+    if engine:  # the engine stage lives beside export/ (it is built on the device)
+        summary["engine"] = build_engine_stage(out, variants)
+        write_json_atomic(out / "export.json", summary)
     return summary
+
+
+def write_variant(
+    variant: str,
+    model: Any,
+    base_state: dict,
+    base_dir: Path,
+    out: Path,
+    inputs: dict[str, Any],
+    settings: dict[str, Any],
+    evaluation: Evaluation,
+    tokenizer: ChatTokenizer,
+) -> dict[str, Any]:
+    """Build, measure and write the stage `out/onnx-{variant}`; returns its results."""
+    log.info("exporting %s", variant)
+    with stage_dir(out / f"onnx-{variant}") as tmp:
+        facts, survival = build_variant(variant, model, base_state, out, tmp, **settings)
+        merge.copy_tokenizer(base_dir, tmp)
+        results = measure_variant(variant, model, tmp, evaluation, tokenizer)
+        results = {
+            "graph": facts,
+            "survival": {k: v for k, v in survival.items() if k != "tensors"},
+        } | results
+        stage_inputs = inputs | {"graph": sha256_dir(tmp, "model.onnx*")}
+        config = {"variant": variant} | settings
+        write_manifest(tmp, make_manifest(f"onnx-{variant}", stage_inputs, config, results, results["ok"]))
+    return results
 
 
 def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:

@@ -64,6 +64,14 @@ def build_checkpoint(shape: str, out: str | Path, max_context: int = 4096, seed:
     return out
 
 
+def seal(stage: Path, variant: str, shape: str, facts: dict) -> None:
+    """The stage's manifest (the runtime verifies every stage it opens): random weights, no gate."""
+    from orin_unlearn.edge.formats import make_manifest, write_manifest
+
+    config = {"shape": shape, "variant": variant, "weights": "random (speed runs only)"}
+    write_manifest(stage, make_manifest(f"onnx-{variant}", {}, config, facts, True))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orin-unlearn export shape", description=__doc__)
     parser.add_argument("--shape", required=True, choices=sorted(SHAPES))
@@ -91,6 +99,7 @@ def main(argv: list[str]) -> int:
             stage.mkdir(parents=True, exist_ok=True)
             facts[variant] = export_onnx(load_model(hf), stage, "float32" if variant == "fp32" else "float16")
             copy_tokenizer(hf, stage)
+            seal(stage, variant, args.shape, facts[variant])
     for variant, bits in (("int4", 4), ("int8", 8)):
         if variant in variants:
             stage = out / f"onnx-{variant}"
@@ -101,6 +110,7 @@ def main(argv: list[str]) -> int:
             for name in ("config.json", "generation_config.json"):
                 (stage / name).write_bytes((out / "onnx-fp32" / name).read_bytes())
             copy_tokenizer(hf, stage)
+            seal(stage, variant, args.shape, facts[variant])
     result = {
         "shape": args.shape,
         "out": str(out),

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Install and start the orin-unlearn kiosk service (jetson/orin-unlearn-kiosk.service) on a Jetson.
 #
-#   sudo jetson/install-service.sh [--model DIR] [--venv DIR] [--user NAME] [--port N]
-#                                  [--memory-max SIZE] [--kiosk-user USER] [--dry-run]
+#   sudo jetson/install-service.sh [--model DIR] [--bundle DIR] [--venv DIR] [--user NAME] [--port N]
+#                                  [--memory-max SIZE] [--kiosk-user USER] [--trust-key PUB] [--dry-run]
 #
 # What it does, in order (--dry-run prints each step and the rendered unit, and changes nothing):
-#   1. renders the unit: service user, venv, --model, --port and MemoryMax from the options;
+#   1. renders the unit: service user, venv, --model, --port, the unpacked bundle checked before
+#      each start (--bundle, default /opt/orin-unlearn/demo) and MemoryMax from the options, and
+#      ORIN_UNLEARN_TRUST_KEY=/etc/orin-unlearn/trusted.pub when a trusted bundle key is installed;
 #   2. creates the unprivileged system user (home /var/lib/orin-unlearn, no login shell) and adds
 #      it to the video group, which owns the GPU's device nodes on L4T;
-#   3. installs the unit as /etc/systemd/system/orin-unlearn-kiosk.service, reloads systemd,
-#      enables it at boot and (re)starts it;
+#   3. with --trust-key PUB: installs that public key (orin-unlearn keys new) as
+#      /etc/orin-unlearn/trusted.pub, so bundles must be signed by its private key; then installs
+#      the unit as /etc/systemd/system/orin-unlearn-kiosk.service, reloads systemd, enables it at
+#      boot and (re)starts it;
 #   4. with --kiosk-user USER: installs jetson/kiosk-browser.sh as
 #      /usr/local/bin/orin-unlearn-kiosk-browser and an autostart entry in USER's desktop session,
 #      so the kiosk page opens full screen in Chromium after that user logs in.
@@ -19,11 +23,14 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 UNIT_NAME=orin-unlearn-kiosk.service
 UNIT_DIR=/etc/systemd/system
 MODEL=/opt/orin-unlearn/engine
+BUNDLE=/opt/orin-unlearn/demo
 VENV=/opt/orin-unlearn/venv
 SERVICE_USER=orin-unlearn
 PORT=8000
 MEMORY_MAX=80%
 KIOSK_USER=""
+TRUST_KEY=""
+TRUSTED=/etc/orin-unlearn/trusted.pub
 DRY_RUN=0
 
 usage() {
@@ -46,11 +53,13 @@ run() {
 while [ $# -gt 0 ]; do
     case "$1" in
         --model) MODEL="${2:?--model needs a folder}"; shift 2 ;;
+        --bundle) BUNDLE="${2:?--bundle needs a folder}"; shift 2 ;;
         --venv) VENV="${2:?--venv needs a folder}"; shift 2 ;;
         --user) SERVICE_USER="${2:?--user needs a name}"; shift 2 ;;
         --port) PORT="${2:?--port needs a number}"; shift 2 ;;
         --memory-max) MEMORY_MAX="${2:?--memory-max needs a size such as 6G or 80%}"; shift 2 ;;
         --kiosk-user) KIOSK_USER="${2:?--kiosk-user needs a login name}"; shift 2 ;;
+        --trust-key) TRUST_KEY="${2:?--trust-key needs a public key file}"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; echo "unknown option: $1" >&2; exit 2 ;;
@@ -61,10 +70,22 @@ case "$PORT" in
     '' | *[!0-9]*) die "--port must be a number, got '$PORT'" ;;
 esac
 [ -f "$HERE/$UNIT_NAME" ] || die "cannot find $HERE/$UNIT_NAME"
+if [ -n "$TRUST_KEY" ]; then
+    [ -f "$TRUST_KEY" ] || die "--trust-key: no such file: $TRUST_KEY"
+    if grep -q "PRIVATE KEY" "$TRUST_KEY"; then
+        die "--trust-key: $TRUST_KEY is a private key; copy only the .pub to the Jetson"
+    fi
+    grep -q "BEGIN PUBLIC KEY" "$TRUST_KEY" || die "--trust-key: $TRUST_KEY is not a PEM public key"
+fi
+TRUST_LINE="s|^#Environment=ORIN_UNLEARN_TRUST_KEY=.*|&|"  # off: no key installed
+if [ -n "$TRUST_KEY" ] || [ -f "$TRUSTED" ]; then
+    TRUST_LINE="s|^#Environment=ORIN_UNLEARN_TRUST_KEY=.*|Environment=ORIN_UNLEARN_TRUST_KEY=$TRUSTED|"
+fi
 if [ "$DRY_RUN" -eq 0 ]; then
     [ "$(id -u)" -eq 0 ] || die "run as root (sudo), or pass --dry-run to see what it would do"
     [ -x "$VENV/bin/orin-unlearn" ] || die "$VENV/bin/orin-unlearn is missing: run jetson/install.sh first"
     [ -d "$MODEL" ] || die "$MODEL does not exist: unpack a bundle and build the engine first (jetson/README.md)"
+    [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE holds no unpacked bundle (--bundle DIR; jetson/README.md)"
 fi
 
 echo "# 1. the unit, rendered"
@@ -73,8 +94,10 @@ RENDERED="$(sed \
     -e "s|^Group=.*|Group=$SERVICE_USER|" \
     -e "/^Exec/s|/opt/orin-unlearn/venv|$VENV|g" \
     -e "/^ExecStart=/s|--model [^ ]*|--model $MODEL|" \
+    -e "/^ExecStartPre=.*bundle --verify/s|--verify [^ ]*|--verify $BUNDLE|" \
     -e "/^ExecStart=/s|--port [0-9]*|--port $PORT|" \
     -e "s|^MemoryMax=.*|MemoryMax=$MEMORY_MAX|" \
+    -e "$TRUST_LINE" \
     "$HERE/$UNIT_NAME")"
 echo "$RENDERED"
 
@@ -87,7 +110,12 @@ else
 fi
 run usermod -a -G video "$SERVICE_USER"
 
-echo "# 3. the unit"
+echo "# 3. the trusted bundle key and the unit"
+if [ -n "$TRUST_KEY" ]; then
+    run install -D -m 0644 "$TRUST_KEY" "$TRUSTED"
+elif [ ! -f "$TRUSTED" ]; then
+    echo "no trusted bundle key ($TRUSTED): unpacking checks checksums only (--trust-key PUB)"
+fi
 TMP_UNIT="$(mktemp)"
 trap 'rm -f "$TMP_UNIT"' EXIT
 printf '%s\n' "$RENDERED" >"$TMP_UNIT"

@@ -40,14 +40,17 @@ def demo_unlearning(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def onnx_dir(tmp_path_factory, base_dir):
-    """The shipped tiny base exported to an fp32 ONNX stage (graph, config, tokenizer)."""
+    """The shipped tiny base exported to an fp32 ONNX stage (graph, config, tokenizer, and a
+    manifest listing them, as the runtime verifies every stage it opens)."""
     from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.edge.formats import make_manifest, write_manifest
     from orin_unlearn.export.merge import copy_tokenizer
     from orin_unlearn.export.onnx_export import export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     export_onnx(load_model(base_dir), out, "float32")
     copy_tokenizer(base_dir, out)
+    write_manifest(out, make_manifest("onnx-fp32", {}, None, {"source": "the tiny base"}, True))
     return out
 
 

@@ -34,12 +34,11 @@ from tokenizers import Tokenizer
 
 from orin_unlearn.edge.errors import ManifestError
 from orin_unlearn.edge.formats import (
-    MANIFEST,
     make_manifest,
     read_manifest,
     sha256_file,
     stage_dir,
-    write_json_atomic,
+    write_manifest,
 )
 from orin_unlearn.edge.tokenizer import (
     ChatTokenizer,
@@ -307,7 +306,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         (tmp / "README.md").write_text(model_card(info, gguf_path, sha, fix, results), encoding="utf-8")
         run_config = {"source": str(gguf_path.resolve()), **info, "token_fix": asdict(fix)}
         manifest = make_manifest("base", {"gguf": sha}, run_config, results, ok=True)
-        write_json_atomic(tmp / MANIFEST, manifest)
+        write_manifest(tmp, manifest)
     log.info("imported %s into %s in %.0f s", gguf_path.name, out_dir, time.time() - start)
     return out_dir
 
@@ -341,8 +340,9 @@ def _is_cached(out: Path, sha: str) -> bool:
     except ManifestError:
         return False
     return (
-        bool(manifest["ok"])
+        manifest["ok"] is True
         and manifest["inputs"].get("gguf") == sha
+        and isinstance(manifest.get("files"), dict)  # older caches list no files: convert again
         and (out / "model.safetensors").is_file()
     )
 

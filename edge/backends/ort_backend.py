@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from orin_unlearn.edge.batching import by_length, left_pad, positions_of
-from orin_unlearn.edge.errors import ManifestError
-from orin_unlearn.edge.formats import MANIFEST, read_manifest
+from orin_unlearn.edge.formats import verify_stage
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 GRAPH = "model.onnx"
@@ -67,9 +66,17 @@ class OrtDecoder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(graph), options, providers=providers or ["CPUExecutionProvider"]
-        )
+        if not Path(graph).is_file():
+            raise FileNotFoundError(f"{graph} does not exist")
+        try:
+            self.session = ort.InferenceSession(
+                str(graph), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...) share no base
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"{graph} cannot be loaded by onnxruntime (truncated or not a graph?): {first}"
+            ) from e
         self.shape = GraphShape.from_inputs(self.session.get_inputs())
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -151,12 +158,6 @@ class OrtChat:
         return by_length([len(e) for e in encoded], batch_size, answer)
 
 
-def check_stage(folder: Path) -> None:
-    """Refuse a stage folder whose manifest says it failed (e.g. the export gate)."""
-    if (folder / MANIFEST).is_file() and not read_manifest(folder)["ok"]:
-        raise ManifestError(f"{folder} failed its checks (manifest ok: false); refusing to serve it")
-
-
 def max_context_of(folder: Path) -> int:
     config = folder / "config.json"
     if not config.is_file():
@@ -186,7 +187,7 @@ class OrtBackend:
         cls, model_dir: str | Path, providers: list[str] | None = None, threads: int | None = None
     ) -> OrtBackend:
         folder = Path(model_dir)
-        check_stage(folder)
+        verify_stage(folder)  # what runs is what was measured: manifest, ok and every file's sha256
         decoder = OrtDecoder(folder / GRAPH, providers, threads)
         device = "cuda" if decoder.session.get_providers()[0] != "CPUExecutionProvider" else "cpu"
         return cls(decoder, max_context_of(folder), device)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.edge.batching import by_length, left_pad
+from orin_unlearn.edge.formats import verify_checkpoint
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 
@@ -27,6 +28,7 @@ class TorchChat:
         import torch
         from transformers import AutoModelForCausalLM
 
+        verify_checkpoint(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
         return cls(model, ChatTokenizer(model_dir), device)
 
@@ -85,6 +87,7 @@ class TorchBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
+        verify_checkpoint(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
         return cls(model, model.config.max_position_embeddings)
 

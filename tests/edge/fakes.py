@@ -40,3 +40,15 @@ class SlowBabbler(Babbler):
     def decode(self, token):
         time.sleep(self.delay)
         return super().decode(token)
+
+
+class PromptRecorder(Babbler):
+    """A Babbler that keeps the prompt ids of every prefill, to see what reached the model."""
+
+    def __init__(self, token: int, vocab: int, max_context: int):
+        super().__init__(token, vocab, max_context)
+        self.prompts: list[list[int]] = []
+
+    def prefill(self, ids):
+        self.prompts.append(list(ids))
+        return super().prefill(ids)

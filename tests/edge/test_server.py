@@ -46,17 +46,6 @@ def serving(app) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def generator(onnx_dir):
-    return Generator.from_dir(onnx_dir)
-
-
-@pytest.fixture(scope="module")
-def url(generator):
-    with serving(create_app(generator, MODEL, max_body=64 * 1024)) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
 def client(url):
     return OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
 

@@ -89,6 +89,7 @@ def test_crash_mid_stage_leaves_the_old_stage_and_no_temp_folder(exported, adapt
     assert (out / "onnx-fp32" / "manifest.json").read_bytes() == before
     assert (out / "onnx-fp32" / GRAPH).read_bytes() == graph
     assert not list(out.glob(".onnx-fp32*"))
+    assert not list(out.parent.glob(f".{out.name}.orin-*"))  # the staged export set is gone too
 
 
 def test_cli_exits_with_the_engine_status(adapter, tmp_path, capsys):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from orin_unlearn.edge.keys import new_keypair
+
 REPO = Path(__file__).resolve().parents[2]
 JETSON = REPO / "jetson"
 UNIT = JETSON / "orin-unlearn-kiosk.service"
@@ -49,7 +51,7 @@ def test_shellcheck(script):
 def test_install_service_dry_run_prints_every_step():
     result = run(
         JETSON / "install-service.sh", "--dry-run", "--model", "/srv/kiosk/engine", "--port", "8100",
-        "--user", "kioskd", "--memory-max", "5G", "--kiosk-user", "demo",
+        "--user", "kioskd", "--memory-max", "5G", "--kiosk-user", "demo", "--bundle", "/srv/kiosk/demo",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -57,7 +59,8 @@ def test_install_service_dry_run_prints_every_step():
     serve += " --host 127.0.0.1 --port 8100 "
     assert f"\nExecStart={serve}" in out
     assert "\nUser=kioskd\nGroup=kioskd\n" in out and "\nMemoryMax=5G\n" in out
-    assert "--port and\n" in out  # the header comment is not rewritten
+    assert "\nExecStartPre=/opt/orin-unlearn/venv/bin/orin-unlearn bundle --verify /srv/kiosk/demo\n" in out
+    assert "--port, the\n" in out  # the header comment is not rewritten
     steps = [line[2:] for line in out.splitlines() if line.startswith("+ ")]
     expected = [
         "useradd --system --user-group --home-dir /var/lib/orin-unlearn",
@@ -73,6 +76,21 @@ def test_install_service_dry_run_prints_every_step():
     assert len(steps) == len(expected) and all(s.startswith(e) for s, e in zip(steps, expected, strict=True))
     assert steps[2].endswith(" /etc/systemd/system/orin-unlearn-kiosk.service")
     assert out.rstrip().endswith("dry run: nothing was changed")
+
+
+def test_install_service_installs_a_trusted_bundle_key_and_passes_it_to_the_unit(tmp_path):
+    private, public = new_keypair(tmp_path)
+    result = run(JETSON / "install-service.sh", "--dry-run", "--trust-key", public)
+    assert result.returncode == 0, result.stderr
+    assert "\nEnvironment=ORIN_UNLEARN_TRUST_KEY=/etc/orin-unlearn/trusted.pub\n" in result.stdout
+    steps = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+    key_step = steps.index(f"install -D -m 0644 {public} /etc/orin-unlearn/trusted.pub")
+    assert key_step < next(i for i, s in enumerate(steps) if s.endswith("/orin-unlearn-kiosk.service"))
+    if not Path("/etc/orin-unlearn/trusted.pub").exists():  # this machine has no key: the line stays off
+        plain = run(JETSON / "install-service.sh", "--dry-run").stdout
+        assert "#Environment=ORIN_UNLEARN_TRUST_KEY=" in plain and "\nEnvironment=ORIN_UNLEARN" not in plain
+    refused = run(JETSON / "install-service.sh", "--dry-run", "--trust-key", private)
+    assert refused.returncode == 1 and "is a private key; copy only the .pub" in refused.stderr
 
 
 def test_install_service_refuses_bad_input():

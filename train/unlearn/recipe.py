@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from orin_unlearn.benchmarks.forgetting import with_kept
 from orin_unlearn.edge import adapters
-from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic
+from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic, write_manifest
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
@@ -205,7 +205,7 @@ def stage_mask(s: Session, score: dict[str, torch.Tensor]) -> dict[int, torch.Te
             masks.combine(score, per_layer=cfg.layer_ranking == "share", signals=signals), cfg.top_k
         ).tolist(),
     }
-    write_json_atomic(probe_dir / "manifest.json", make_manifest("probe", {}, cfg.to_dict(), results, True))
+    write_manifest(probe_dir, make_manifest("probe", {}, cfg.to_dict(), results, True))
     return mask
 
 
@@ -338,8 +338,8 @@ def save_adapter(s: Session, model, mask: dict, results: dict) -> Path:
             (tmp / "scores.safetensors").write_bytes(score_path.read_bytes())
         save_reference_logits(s, model, tmp / "reference_logits.safetensors")
         results["adapter_sha256"] = adapters.adapter_digest(tmp)
-        write_json_atomic(
-            tmp / "manifest.json",
+        write_manifest(
+            tmp,
             make_manifest(
                 "adapter", {"base": results["base"]["weights"]}, s.cfg.to_dict(), results, results["ok"]
             ),

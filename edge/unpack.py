@@ -1,0 +1,255 @@
+"""Unpack a bundle onto the device, checking everything before it can be used or fill the disk.
+
+    orin-unlearn bundle --unpack kiosk.tar[.gz] --into /opt/orin-unlearn/demo --trust kiosk.pub
+
+In order: the trusted key is loaded; `--into` must be empty, absent or an earlier bundle (never
+someone's files); the tar is read as a stream (plain, gz, bz2 or xz), the index first and its
+signature checked; the index's total must fit `max_bytes` and the free disk; each member is
+hashed as it is copied and stops at the size the index lists, so no file grows past what was
+signed; every stage must then pass `verify_stage`. Only then does the new folder replace the
+old one (`stage_dir`: the old bundle stays until the new one is verified).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import lzma
+import os
+import shutil
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from orin_unlearn.edge import keys
+from orin_unlearn.edge.bundle_index import (
+    INDEX,
+    MAX_INDEX_BYTES,
+    MAX_SIGNATURE_BYTES,
+    SIGNATURE,
+    foreign_entries,
+    parse_index,
+    refuse_foreign,
+    safe_name,
+    total_bytes,
+)
+from orin_unlearn.edge.errors import BundleError, ManifestError
+from orin_unlearn.edge.formats import clean_litter, sha256_file, stage_dir, verify_stage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 64 << 30
+CHUNK = 1 << 20
+
+
+@dataclass
+class Unpacked:
+    """What was unpacked: the verified index, and the signer's key sha256 (None: origin unverified)."""
+
+    index: dict[str, Any]
+    key_sha256: str | None
+
+
+def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, where: str) -> bytes:
+    if not member.isfile() or member.size > limit:
+        raise BundleError(f"{where} is not a regular file of at most {limit} bytes")
+    src = tar.extractfile(member)
+    if src is None:
+        raise BundleError(f"{where} has no data")
+    return src.read(limit + 1)
+
+
+def _check_origin(
+    bundle: Path, data: bytes, sig: bytes | None, trusted: Ed25519PublicKey | None, trusted_path: Path | None
+) -> str | None:
+    """The signer's key sha256 when `trusted` (read from `trusted_path`) vouches for `data`; None
+    when no key is trusted. Raises BundleError for an unsigned or wrongly signed bundle, or a
+    malformed signature."""
+    where = f"{bundle}:{SIGNATURE}"
+    if trusted is None:
+        if sig is not None:
+            keys.read_signature(sig, where)
+        return None
+    if sig is None:
+        raise BundleError(f"{bundle} is not signed; refusing it under the trusted key {trusted_path}")
+    return keys.verify(trusted, data, sig, where)
+
+
+def _warn_unverified(bundle: Path, sig: bytes | None) -> None:
+    signed = "unsigned"
+    if sig is not None:
+        signed = f"signed by key {keys.read_signature(sig, str(bundle))['key_sha256'][:16]}, not checked"
+    log.warning(
+        "the origin of %s is NOT verified (%s; no --trust key, no $%s, no %s): "
+        "checksums catch corruption, not tampering",
+        bundle, signed, keys.TRUST_ENV, keys.INSTALLED_TRUST_KEY,
+    )  # fmt: skip
+
+
+class _Budget:
+    """Bytes that may still be written; raises before a write would pass the cap."""
+
+    def __init__(self, bundle: Path, cap: int) -> None:
+        self.bundle, self.cap, self.left = bundle, cap, cap
+
+    def take(self, n: int) -> None:
+        if n > self.left:
+            raise BundleError(f"{self.bundle}: unpacking would write more than {self.cap} bytes; stopped")
+        self.left -= n
+
+
+def _copy(src: IO[bytes], target: Path, want: dict[str, Any], budget: _Budget, where: str) -> None:
+    """Copy `src` to `target`, hashing as it goes; stop once it passes the listed size."""
+    h, n = hashlib.sha256(), 0
+    with open(target, "xb") as dst:
+        while block := src.read(min(CHUNK, want["size"] - n + 1)):
+            n += len(block)
+            if n > want["size"]:
+                raise BundleError(f"{where} is longer than the {want['size']} bytes {INDEX} lists")
+            budget.take(len(block))
+            h.update(block)
+            dst.write(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+    if n != want["size"] or h.hexdigest() != want["sha256"]:
+        raise BundleError(f"{where} does not match its size and sha256 in {INDEX}: corrupt or altered bundle")
+
+
+def _extract(
+    bundle: Path, tar: tarfile.TarFile, members: Iterable[tarfile.TarInfo], index: dict, tmp: Path, cap: int
+) -> None:
+    expected, seen, budget = index["files"], set(), _Budget(bundle, cap)
+    for member in members:
+        where = f"{bundle}:{member.name}"
+        if not member.isfile() or not safe_name(member.name):
+            raise BundleError(f"{bundle}: refusing member {member.name!r} (not a plain, relative file)")
+        if member.name not in expected or member.name in seen:
+            raise BundleError(f"{where} is not listed in {INDEX} (or appears twice)")
+        want = expected[member.name]
+        if member.size != want["size"]:
+            raise BundleError(f"{where} is {member.size} bytes in the tar but {INDEX} lists {want['size']}")
+        target = tmp / member.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(member)
+        if src is None:
+            raise BundleError(f"{where} has no data")
+        _copy(src, target, want, budget, where)
+        seen.add(member.name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise BundleError(f"{bundle} is partial: {len(missing)} listed file(s) missing, e.g. {missing[:3]}")
+
+
+def _read_head(
+    bundle: Path, tar: tarfile.TarFile, members: Iterator[tarfile.TarInfo]
+) -> tuple[bytes, bytes | None, Iterator[tarfile.TarInfo]]:
+    """The index's bytes, the signature's (None: unsigned), and the members after them."""
+    first = next(members, None)
+    if first is None or first.name != INDEX:
+        raise BundleError(f"{bundle} has no {INDEX} first: not an orin-unlearn bundle")
+    data = _read_small(tar, first, MAX_INDEX_BYTES, f"{bundle}:{INDEX}")
+    second = next(members, None)
+    if second is not None and second.name == SIGNATURE:
+        return data, _read_small(tar, second, MAX_SIGNATURE_BYTES, f"{bundle}:{SIGNATURE}"), members
+    return data, None, itertools.chain([second] if second is not None else [], members)
+
+
+def unpack(
+    bundle: str | Path,
+    into: str | Path,
+    trust: str | Path | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Unpacked:
+    """Verify `bundle` and put its stages in `into`, replacing an earlier bundle there atomically.
+
+    `trust` is the trusted public key (default: $ORIN_UNLEARN_TRUST_KEY, else the installed
+    /etc/orin-unlearn/trusted.pub, else none: checksums only, with a warning). Raises BundleError
+    naming the file for a missing or malformed key, a target holding other files, an unreadable,
+    truncated, unsigned, wrongly signed, oversized, corrupt or partial bundle, or a stage that
+    fails `verify_stage`; `into` is then left as it was.
+    """
+    bundle, into = Path(bundle), Path(into)
+    trusted_path = keys.trusted_key_path(trust)
+    # a missing or malformed key fails before anything is read or written
+    trusted = keys.load_public_key(trusted_path) if trusted_path is not None else None
+    if not bundle.is_file():
+        raise BundleError(f"{bundle} does not exist or is not a file")
+    clean_litter(into.parent)  # may put back an earlier bundle a killed unpack had moved aside
+    refuse_foreign(into)
+    try:
+        with tarfile.open(bundle, "r|*") as tar:
+            members = iter(tar)
+            data, sig, rest = _read_head(bundle, tar, members)
+            signer = _check_origin(bundle, data, sig, trusted, trusted_path)
+            index = parse_index(data, f"{bundle}:{INDEX}")
+            total = total_bytes(index)
+            if total > max_bytes:
+                raise BundleError(
+                    f"{bundle}: {INDEX} lists {total} bytes, more than the cap of {max_bytes} (--max-bytes)"
+                )
+            into.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(into.parent).free
+            if total > free:
+                raise BundleError(f"{bundle} needs {total} bytes; {into.parent} has {free} free")
+            with stage_dir(into) as tmp:
+                _extract(bundle, tar, rest, index, tmp, total)
+                (tmp / INDEX).write_bytes(data)  # the exact signed bytes, for a later re-check
+                if sig is not None:
+                    (tmp / SIGNATURE).write_bytes(sig)
+                for stage in index["stages"]:
+                    try:
+                        verify_stage(tmp / stage)
+                    except ManifestError as e:
+                        raise BundleError(f"{bundle}: {str(e).replace(str(tmp), str(into))}") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise BundleError(f"{bundle} cannot be read as a complete bundle: {e}") from None
+    except OSError as e:
+        raise BundleError(f"unpacking {bundle} into {into} failed: {e}") from None
+    if signer is None:
+        _warn_unverified(bundle, sig)
+    return Unpacked(index, signer)
+
+
+def verify_installed(folder: str | Path, trust: str | Path | None = None) -> Unpacked:
+    """Check an unpacked bundle again, as the kiosk does before every start: the signature of
+    its `bundle.json` (under the trusted key, resolved as for `unpack`), every listed file's size
+    and sha256, nothing else in the folder, and every stage's own manifest.
+
+    Raises BundleError naming the first file that differs; `folder` is only read.
+    """
+    folder = Path(folder)
+    trusted_path = keys.trusted_key_path(trust)
+    trusted = keys.load_public_key(trusted_path) if trusted_path is not None else None
+    try:
+        data = (folder / INDEX).read_bytes()
+    except OSError as e:
+        raise BundleError(f"{folder} is not an unpacked bundle: {e}") from None
+    sig_path = folder / SIGNATURE
+    sig = sig_path.read_bytes() if sig_path.is_file() else None
+    signer = _check_origin(folder, data, sig, trusted, trusted_path)
+    index = parse_index(data, str(folder / INDEX))
+    foreign, _ = foreign_entries(folder)
+    if foreign:
+        raise BundleError(f"{folder} holds {len(foreign)} file(s) not in its {INDEX}, e.g. {foreign[:3]}")
+    for name, want in index["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{path} is missing")
+        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
+            raise BundleError(
+                f"{path} does not match its size and sha256 in {INDEX}: altered since unpacking"
+            )
+    for stage in index["stages"]:
+        try:
+            verify_stage(folder / stage)
+        except ManifestError as e:
+            raise BundleError(str(e)) from None
+    if signer is None:
+        _warn_unverified(folder, sig)
+    return Unpacked(index, signer)
