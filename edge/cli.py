@@ -116,17 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     flags = {f for f in GLOBAL_FLAGS if f in argv}
     argv = [a for a in argv if a not in GLOBAL_FLAGS]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if "--trust-unverified" in flags:
-        from orin_unlearn.edge.formats import trust_unverified
+    from orin_unlearn.edge.formats import trust_unverified
 
-        trust_unverified()
+    if "--trust-unverified" in flags:
         logging.getLogger("orin_unlearn").warning(
             "--trust-unverified: stages that fail verification will be USED, not refused"
         )
     for n in (2, 1):
         words = tuple(argv[:n])
         if words in COMMANDS:
-            return run(COMMANDS[words][0], argv[n:], "--debug" in flags)
+            trust_unverified("--trust-unverified" in flags)
+            try:
+                return run(COMMANDS[words][0], argv[n:], "--debug" in flags)
+            finally:
+                trust_unverified(False)  # in-process callers (the demo, tests) get it for one command
     if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

@@ -149,7 +149,7 @@ def export(run: Path, base: str) -> list[dict]:
 
     variants = ["fp32", "fp16", "int8", "int4"]
     # the demo measures every stage, so an adapter that missed its bars is exported too (the
-    # `export` command refuses one without --trust-unverified); the report says so
+    # `export` command refuses one without --allow-failed-adapter); the report says so
     summary = pipeline.export_all(
         base, [run / "adapter"], run / "export", variants, engine=True, allow_failed_adapter=True
     )

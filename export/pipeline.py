@@ -191,7 +191,8 @@ def export_all(
     """Run every stage; returns {"reference", "merged", "variants": {name: results}, "engine", "ok"}.
 
     An adapter whose manifest is not ok (it missed its bars) is refused unless
-    `allow_failed_adapter` (the demo measures such a run; the command needs --trust-unverified).
+    `allow_failed_adapter` (`--allow-failed-adapter`; the demo measures such a run too). Its
+    files are verified either way.
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -390,6 +391,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--engine", action="store_true", help="also build the TensorRT engine (on the device)"
     )
+    parser.add_argument(
+        "--allow-failed-adapter",
+        action="store_true",
+        help="export an adapter that missed its bars (manifest ok: false) to measure it; its files are "
+        "still verified",
+    )
     args = parser.parse_args(argv)
     try:
         summary = export_all(
@@ -403,6 +410,7 @@ def main(argv: list[str]) -> int:
             args.eval_max_prompts,
             args.block_size,
             args.engine,
+            args.allow_failed_adapter,
         )
     except (OSError, ValueError, OnnxExportError) as e:  # AdapterMismatchError, ManifestError are ValueErrors
         print(f"error: {e}", file=sys.stderr)

@@ -65,6 +65,7 @@ def smollm2_run(smollm2_checkpoint, tmp_path_factory):
             str(export),
             "--variants",
             ",".join(VARIANTS),
+            "--allow-failed-adapter",  # a cut run misses its bars; it is exported to be measured
         ]
     )
     assert sha256_dir(smollm2_checkpoint, "*.safetensors") == weights  # no stage wrote to the base

@@ -138,3 +138,14 @@ def test_a_malformed_file_is_one_line_even_when_trusted(case, stage, capsys, mon
     assert cli.main(["--trust-unverified", "serve", "--model", str(stage)]) == 2  # then by the loader
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err, err
+
+
+def test_allow_failed_adapter_admits_a_failed_adapter_but_never_a_changed_one(
+    adapter, base_dir, tmp_path, capsys
+):
+    _edit_manifest(adapter, lambda m: m.update(ok=False))
+    _flip_byte(adapter / "adapter_model.safetensors")
+    argv = ["export", "--base", str(base_dir), "--adapter", str(adapter), "--out", str(tmp_path / "out")]
+    assert cli.main([*argv, "--allow-failed-adapter"]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors does not match" in err and "ok: false" not in err

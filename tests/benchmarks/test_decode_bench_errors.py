@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from orin_unlearn.benchmarks import decode_bench
 from orin_unlearn.benchmarks.world import tiny_base_dir
+from orin_unlearn.edge.formats import make_manifest, write_manifest
 from orin_unlearn.export.merge import copy_tokenizer
 
 
@@ -32,6 +33,9 @@ def stage(tmp_path, graph: bytes):
     shutil.copy2(tiny_base_dir() / "config.json", tmp_path / "config.json")
     copy_tokenizer(tiny_base_dir(), tmp_path)
     (tmp_path / "model.onnx").write_bytes(graph)
+    write_manifest(
+        tmp_path, make_manifest("onnx-fp32", {}, None, {}, True)
+    )  # verified: the graph is the problem
     return tmp_path
 
 

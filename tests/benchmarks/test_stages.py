@@ -26,13 +26,16 @@ def test_generator_chat_matches_the_batched_chat(onnx_dir):
 def test_a_variant_that_failed_its_gate_is_listed_with_the_reason(tmp_path):
     """The runtime refuses a gate-failed graph: the quality bench lists it as skipped, not failed."""
     from orin_unlearn.benchmarks.stages import discover
-    from orin_unlearn.edge.formats import make_manifest, write_json_atomic
+    from orin_unlearn.edge.formats import make_manifest, write_manifest
 
     config = {"base": "tiny", "concept": "Inception"}
-    write_json_atomic(tmp_path / "adapter" / "manifest.json", make_manifest("adapter", {}, config, {}, True))
+    (tmp_path / "adapter").mkdir()
+    write_manifest(tmp_path / "adapter", make_manifest("adapter", {}, config, {}, True))
     for variant, ok in (("fp16", True), ("int4", False)):
-        manifest = make_manifest(f"onnx-{variant}", {}, {}, {}, ok)
-        write_json_atomic(tmp_path / "export" / f"onnx-{variant}" / "manifest.json", manifest)
+        (tmp_path / "export" / f"onnx-{variant}").mkdir(parents=True)
+        write_manifest(
+            tmp_path / "export" / f"onnx-{variant}", make_manifest(f"onnx-{variant}", {}, {}, {}, ok)
+        )
     stages = {s.label: s for s in discover(tmp_path)}
     assert stages["onnx-fp16"].opener is not None
     assert stages["onnx-int4"].opener is None

@@ -18,7 +18,11 @@ from orin_unlearn.benchmarks.world import heldout_sets, split_prompts, tiny_base
 from orin_unlearn.edge.adapters import base_digest, load_model
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat, OrtDecoder
 from orin_unlearn.edge.backends.torch_backend import TorchChat
-from orin_unlearn.edge.formats import MANIFEST, make_manifest, read_manifest, write_json_atomic
+from orin_unlearn.edge.formats import (
+    make_manifest,
+    read_manifest,
+    write_manifest,
+)
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.export import pipeline
 from orin_unlearn.export.merge import SURVIVAL, TOKENIZER_FILES, merge_fp32, survival
@@ -115,7 +119,7 @@ def build_lost_update(root: Path, sets: dict) -> dict:
     lora.save_pretrained(root / "adapter")
     results = {"base": base_digest(root / "base"), "previous_adapters": []}
     config = {"concept": CONCEPT, "seed": SEED, "eval_max_prompts": EVAL, "refusal": REFUSAL}
-    write_json_atomic(root / "adapter" / MANIFEST, make_manifest("adapter", {}, config, results, True))
+    write_manifest(root / "adapter", make_manifest("adapter", {}, config, results, True))
     return {
         "base": root / "base",
         "adapter": root / "adapter",

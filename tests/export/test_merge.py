@@ -23,7 +23,11 @@ from orin_unlearn.edge.adapters import (
     base_digest,
     load_model,
 )
-from orin_unlearn.edge.formats import MANIFEST, make_manifest, read_manifest, write_json_atomic
+from orin_unlearn.edge.formats import (
+    make_manifest,
+    read_manifest,
+    write_manifest,
+)
 from orin_unlearn.export.merge import SURVIVAL, main, merge_and_cast, merge_fp32, survival
 
 VOCAB = 64
@@ -85,7 +89,7 @@ def save_adapter(
                     module.lora_B["default"].weight.mul_(max_delta / delta.abs().max())
     model.save_pretrained(out_dir)
     results = {"base": trained_on or base_digest(base_dir), "previous_adapters": []}
-    write_json_atomic(out_dir / MANIFEST, make_manifest("adapter", {}, {}, results, True))
+    write_manifest(out_dir, make_manifest("adapter", {}, {}, results, True))
     return out_dir
 
 

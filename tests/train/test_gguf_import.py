@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from orin_unlearn.edge.chat import ChatTemplateError
 from orin_unlearn.edge.cli import main as cli
-from orin_unlearn.edge.formats import make_manifest, write_json_atomic
+from orin_unlearn.edge.formats import make_manifest, write_json_atomic, write_manifest
 from orin_unlearn.edge.tokenizer import ChatTokenizer, template_source
 from orin_unlearn.train import gguf_import
 from orin_unlearn.train.gguf_import import fix_special_tokens
@@ -145,16 +145,14 @@ def _fake_cache(tmp_path: Path, monkeypatch, sha_in_manifest: str | None) -> tup
     if sha_in_manifest is not None:
         out.mkdir(parents=True)
         (out / "model.safetensors").write_bytes(b"")
-        write_json_atomic(
-            out / "manifest.json", make_manifest("base", {"gguf": sha_in_manifest}, {}, {}, True)
-        )
+        write_manifest(out, make_manifest("base", {"gguf": sha_in_manifest}, {}, {}, True))
     calls: list = []
 
     def convert(path, dest):  # writes what a finished import leaves
         calls.append((Path(path), Path(dest)))
         Path(dest).mkdir(parents=True, exist_ok=True)
         (Path(dest) / "model.safetensors").write_bytes(b"")
-        write_json_atomic(Path(dest) / "manifest.json", make_manifest("base", {"gguf": sha}, {}, {}, True))
+        write_manifest(Path(dest), make_manifest("base", {"gguf": sha}, {}, {}, True))
         return Path(dest)
 
     monkeypatch.setattr(gguf_import, "import_gguf", convert)
@@ -170,6 +168,17 @@ def test_named_base_is_converted_once_then_reused(tmp_path, monkeypatch):
 def test_named_base_of_another_gguf_is_converted_again(tmp_path, monkeypatch):
     out, calls = _fake_cache(tmp_path, monkeypatch, "0" * 64)
     assert gguf_import.smollm2_dir() == out and calls == [(gguf_import.smollm2_gguf(), out)]
+
+
+def test_a_cache_written_before_manifests_listed_files_is_converted_again(tmp_path, monkeypatch):
+    out, calls = _fake_cache(tmp_path, monkeypatch, None)
+    sha = gguf_import.gguf_sha256(gguf_import.smollm2_gguf())
+    out.mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(b"")
+    write_json_atomic(
+        out / "manifest.json", make_manifest("base", {"gguf": sha}, {}, {}, True)
+    )  # no file list
+    assert gguf_import.smollm2_dir() == out and len(calls) == 1
 
 
 def test_resolve_base_knows_smollm2_by_name(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ def run_dir(tmp_path_factory):
     from safetensors.numpy import save_file
 
     from orin_unlearn.edge import adapters
-    from orin_unlearn.edge.formats import make_manifest, write_json_atomic
+    from orin_unlearn.edge.formats import make_manifest, write_manifest
     from orin_unlearn.train.unlearn.mask import save_mask
 
     run = tmp_path_factory.mktemp("run")
@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory):
     save_mask(run / "adapter" / "mask.safetensors", {0: torch.arange(16)}, 768)
     results = {"concept": "Inception", "base": adapters.base_digest(base), "previous_adapters": []}
     manifest = make_manifest("adapter", {}, {"base": "tiny", "concept": "Inception"}, results, True)
-    write_json_atomic(run / "adapter" / "manifest.json", manifest)
+    write_manifest(run / "adapter", manifest)
     (run / "probe").mkdir()
     rng = np.random.default_rng(0)
     scores = {k: rng.random((4, 768)).astype(np.float32) for k in ("saliency", "fisher", "contrast")}
