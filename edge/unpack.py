@@ -6,7 +6,8 @@ In order: the trusted key is loaded; `--into` must be empty, absent or an earlie
 someone's files); the tar is read as a stream (plain, gz, bz2 or xz), the index first and its
 signature checked; the index's total must fit `max_bytes` and the free disk; each member is
 hashed as it is copied and stops at the size the index lists, so no file grows past what was
-signed; every stage must then pass `verify_stage`. Only then does the new folder replace the
+signed; every stage's manifest must then be ok and list exactly those files (`verify_stage`'s
+checks, without hashing twice). Only then does the new folder replace the
 old one (`stage_dir`: the old bundle stays until the new one is verified).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import lzma
 import os
@@ -40,7 +42,7 @@ from orin_unlearn.edge.bundle_index import (
     total_bytes,
 )
 from orin_unlearn.edge.errors import BundleError, ManifestError
-from orin_unlearn.edge.formats import clean_litter, sha256_file, stage_dir, verify_stage
+from orin_unlearn.edge.formats import MANIFEST, clean_litter, read_manifest, sha256_file, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,34 @@ def _read_head(
     return data, None, itertools.chain([second] if second is not None else [], members)
 
 
+def check_stage_against_index(folder: Path, stage: str, index: dict[str, Any]) -> None:
+    """`verify_stage` without hashing again: every file of the stage was just checked against the
+    index, so its manifest must be ok and list exactly those files with the same size and sha256."""
+    manifest = read_manifest(folder / stage)
+    if manifest["ok"] is not True:
+        raise ManifestError(f"refusing {folder / stage}: its manifest says ok: {json.dumps(manifest['ok'])}")
+    indexed = {
+        name[len(stage) + 1 :]: entry
+        for name, entry in index["files"].items()
+        if name.startswith(f"{stage}/") and name != f"{stage}/{MANIFEST}"
+    }
+    listed = manifest.get("files")
+    if not isinstance(listed, dict):
+        raise ManifestError(f"refusing {folder / stage}: its {MANIFEST} lists no files to verify")
+    root = folder / stage
+    problems = [f"{root / n} is not listed in the manifest" for n in sorted(set(indexed) - set(listed))]
+    problems += [f"{root / n} is missing" for n in sorted(set(listed) - set(indexed))]
+    problems += [
+        f"{root / n} does not match its sha256 in the manifest"
+        for n in sorted(set(listed) & set(indexed))
+        if not isinstance(listed[n], dict)
+        or (listed[n].get("size"), listed[n].get("sha256")) != (indexed[n]["size"], indexed[n]["sha256"])
+    ]
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ManifestError(f"refusing {root}: {problems[0]}{more}")
+
+
 def unpack(
     bundle: str | Path,
     into: str | Path,
@@ -204,7 +234,7 @@ def unpack(
                     (tmp / SIGNATURE).write_bytes(sig)
                 for stage in index["stages"]:
                     try:
-                        verify_stage(tmp / stage)
+                        check_stage_against_index(tmp, stage, index)
                     except ManifestError as e:
                         raise BundleError(f"{bundle}: {str(e).replace(str(tmp), str(into))}") from None
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
@@ -247,7 +277,7 @@ def verify_installed(folder: str | Path, trust: str | Path | None = None) -> Unp
             )
     for stage in index["stages"]:
         try:
-            verify_stage(folder / stage)
+            check_stage_against_index(folder, stage, index)
         except ManifestError as e:
             raise BundleError(str(e)) from None
     if signer is None:
