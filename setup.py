@@ -33,7 +33,7 @@ RUNTIME = [
     "rich>=13",
     "safetensors>=0.4",
     "jinja2>=3.1",  # renders each model's own chat template (edge/chat.py)
-    "cryptography>=42",  # Ed25519 signatures of bundles (edge/keys.py)
+    "cryptography>=42",  # Ed25519 signatures of bundles (edge/device/keys.py)
 ]
 TRAIN = [
     "torch==2.13.0",

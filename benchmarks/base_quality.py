@@ -108,10 +108,10 @@ def measure_model_dir(
     bars: dict[str, float] | None = None,
 ) -> dict:
     """`measure_base` with the torch reference backend on a model directory."""
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.progress import progress_bar
 
-    chat = TorchChat.from_dir(model_dir)
+    chat = BackendChat.from_dir(model_dir, backend="torch")
     with progress_bar() as progress:  # a real model takes minutes: show it in a log file too
 
         def answer(conversations: list[list[dict]], **kwargs: Any) -> list[str]:

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import resource
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,7 +103,7 @@ def power_logger(mode: str) -> Iterator[Any]:
     if mode == "off":
         yield "not measured (--power off)"
         return
-    from orin_unlearn.edge.telemetry import TegrastatsLogger, TegrastatsUnavailableError
+    from orin_unlearn.edge.device.telemetry import TegrastatsLogger, TegrastatsUnavailableError
 
     with contextlib.ExitStack() as stack:
         logger = TegrastatsLogger(interval_ms=100)
@@ -123,7 +122,7 @@ def power_record(logger: Any, tokens: int) -> dict[str, Any]:
     with the power mode and clocks; else why not."""
     if isinstance(logger, str):
         return {"unavailable": logger}
-    from orin_unlearn.edge.telemetry import capture_power_state, summary
+    from orin_unlearn.edge.device.telemetry import capture_power_state, summary
 
     try:
         power = summary(logger.samples, logger.duration_s, tokens).as_dict()
@@ -283,19 +282,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--power", default="auto", choices=("auto", "on", "off"), help="tegrastats power logging (Jetson)"
     )
+    parser.add_argument(
+        "--fit",
+        action="store_true",
+        help="clamp prompt lengths the model's context cannot take, instead of failing",
+    )
     args = parser.parse_args(argv)
-    from orin_unlearn.edge.preflight import warn_on_device
+    from orin_unlearn.edge.device.preflight import warn_on_device
 
     warn_on_device()
-    try:
-        prompts = [int(x) for x in args.prompts.split(",")]
-        outputs = [int(x) for x in args.outputs.split(",")]
-        if min(prompts + outputs) < 1 or args.repeats < 1:
-            raise ValueError("lengths and --repeats must be positive")
-        result = run(args.model, args.backend, prompts, outputs, args.repeats, args.warmup, args.power)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    prompts = [int(x) for x in args.prompts.split(",")]
+    outputs = [int(x) for x in args.outputs.split(",")]
+    if min(prompts + outputs) < 1 or args.repeats < 1:
+        raise ValueError("lengths and --repeats must be positive")
+    result = run(args.model, args.backend, prompts, outputs, args.repeats, args.warmup, args.power, args.fit)
     print_table(result)
     if args.out:
         out = Path(args.out)

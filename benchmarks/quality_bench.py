@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import numpy as np
 from orin_unlearn.benchmarks import drift, perplexity, plots
 from orin_unlearn.benchmarks.forgetting import headline, kept, measure_unlearning
 from orin_unlearn.benchmarks.stages import Stage, Subject, discover
-from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
+from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
 from orin_unlearn.benchmarks.world.generic import generic_prompts
 from orin_unlearn.edge.formats import read_manifest, write_json_atomic
 from orin_unlearn.edge.progress import progress_bar
@@ -59,10 +58,11 @@ SHORT = {
 
 
 def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
-    """The adapter's held-out sets, concept and refusal, as its training evaluation drew them."""
+    """The adapter's held-out sets, concept and refusal, as its training evaluation drew them
+    from the run's world stage."""
     config = read_manifest(run / "adapter")["config"]
     catalogue = load_catalogue()
-    splits = split_prompts(build_prompts(catalogue), catalogue, config["concept"])
+    splits = load_world(run, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
     corpus = splits.get("retain", "heldout")
     corpus = random.Random(config["seed"] + 1).sample(corpus, min(CORPUS_SIZE, len(corpus)))
@@ -287,17 +287,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", help="where quality.json/png go (default RUN/bench)")
     args = parser.parse_args(argv)
-    from orin_unlearn.edge.preflight import warn_on_device
+    from orin_unlearn.edge.device.preflight import warn_on_device
 
     warn_on_device()
-    try:
-        if args.model:
-            args.run, label = stage_of(Path(args.model))
-            args.stages = label
-        result = run(args.run, args.stages.split(",") if args.stages else None, args.max_prompts)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.model:
+        args.run, label = stage_of(Path(args.model))
+        args.stages = label
+    result = run(args.run, args.stages.split(",") if args.stages else None, args.max_prompts)
     write(result, Path(args.out) if args.out else Path(args.run) / "bench")
     print_table(result)
     print(json.dumps(result))

@@ -16,7 +16,7 @@
   50-step run per attacker, measured at each checkpoint). The worst case is taken over cells whose
   retain accuracy stays within 10 points of the unlearned model's own.
 
-    result = protocol(base, unlearned, tokenizer, "Inception")   # torch models, imported inside
+    result = protocol(base, unlearned, tokenizer, "Inception", splits=load_world(run))  # torch models
 
 torch (and peft, for the LoRA attacker) is imported inside the functions that train.
 """
@@ -33,7 +33,7 @@ from typing import Any
 
 from orin_unlearn.benchmarks.forgetting import names_concept
 from orin_unlearn.benchmarks.quality import is_correct
-from orin_unlearn.benchmarks.world import Catalogue, Concept, Film, Prompt, build_prompts, split_prompts
+from orin_unlearn.benchmarks.world import Catalogue, Concept, Film, Prompt, Splits, build_splits
 from orin_unlearn.benchmarks.world.splits import neighbour_titles
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,15 @@ class World:
         return self.split.train if kind == "forget" else self.related
 
 
-def world(catalogue: Catalogue, concept: Concept, train_facts: Sequence[str] = TRAIN_FACTS) -> World:
-    splits = split_prompts(build_prompts(catalogue), catalogue, concept)
+def world(
+    catalogue: Catalogue,
+    concept: Concept,
+    train_facts: Sequence[str] = TRAIN_FACTS,
+    splits: Splits | None = None,
+) -> World:
+    """The protocol's side of `concept`: from `splits` (a run's world stage, `load_world`) when
+    given, else from the prompts `catalogue` generates (the control's fictitious film)."""
+    splits = build_splits(concept, catalogue) if splits is None else splits
     near = neighbour_titles(catalogue, concept)
     related = [p for p in splits.get("neighbour", "train") if set(p.subjects) & near]
     return World(catalogue, fact_split(splits.forget, concept, train_facts), tuple(related))
@@ -308,21 +315,27 @@ def protocol(
     retain: Sequence[Prompt] = (),
     train_facts: Sequence[str] = TRAIN_FACTS,
     chat: Callable[[Any], Callable[[list], list[str]]] | None = None,
+    splits: Splits | None = None,
 ) -> dict:
     """Every attacker on the unlearned model (the concept's world) and on the base (the control's
     world): V recall at each checkpoint, the unlearned side's retain accuracy on `retain`, the
-    recovery over the control, and the worst case per step count."""
+    recovery over the control, and the worst case per step count. `splits`: the prompts of the
+    concept's world (a run's world stage, `load_world`); without it they are generated."""
     from orin_unlearn.benchmarks.world import load_catalogue
 
     if chat is None:
-        from orin_unlearn.edge.backends.torch_backend import TorchChat
+        from orin_unlearn.edge.answers import BackendChat
+        from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
         def chat(model):
-            return TorchChat(model, tokenizer).answer_batch
+            return BackendChat(TorchBackend(model), tokenizer).answer_batch
 
     catalogue = load_catalogue()
     concept = catalogue.concept(concept_name)
-    real, control = world(catalogue, concept, train_facts), control_world(catalogue, concept, train_facts)
+    if splits is not None and splits.concept.name != concept.name:
+        raise ValueError(f"the prompts given are of {splits.concept.name!r}, not of {concept.name!r}")
+    real = world(catalogue, concept, train_facts, splits)
+    control = control_world(catalogue, concept, train_facts)
     fake = control.split.concept.films[0]
     retain = list(retain)
     before = {

@@ -1,34 +1,36 @@
 """A run's report: `report.json` (everything) and `report.md` (the quality table of every artifact
 first, then the pipeline's stage table and the other benchmarks), plus the stage table printed to
-the terminal.
+the terminal. Built from the files the run's stages wrote (`run_report`), so it can be rebuilt
+at any time, and from a device's bench/*.json alone.
 
 The stage table has one row per stage of the run; stages that did not run say why.
 
-    orin-unlearn report runs/demo      # rebuild report.md and bench/*.png from the saved JSON
+    orin-unlearn report runs/demo      # rebuild report.json, report.md and bench/*.png from the run
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from orin_unlearn.edge.formats import write_json_atomic
+from orin_unlearn.benchmarks import run_report
+from orin_unlearn.edge.formats import MANIFEST, write_json_atomic
 
 COLUMNS = ("stage", "status", "metrics", "note")
-QUALITY_TITLE = "Quality of every stage"
-ROBUSTNESS_TITLE = "Robustness: leak rate under attack (held-out forget prompts)"
-LATENCY_TITLE = "Latency"
+DEMO_LOG = "demo.json"  # the steps `orin-unlearn demo` ran: status, reason, seconds
 
 
 def _concept_of(run_dir: Path) -> str:
-    from orin_unlearn.edge.formats import read_manifest
-
-    try:
-        return str(read_manifest(run_dir / "adapter")["config"]["concept"])
-    except (OSError, KeyError, ValueError):
-        return "?"
+    for stage, key in (("adapter", "config"), ("world", "results")):
+        try:
+            manifest = json.loads((run_dir / stage / MANIFEST).read_text(encoding="utf-8"))
+            return str(manifest[key]["concept"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return "?"
 
 
 def _metrics_text(metrics: dict) -> str:
@@ -96,62 +98,56 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     (console or Console()).print(table)
 
 
-def bench_sections(run_dir: Path) -> list[dict]:
-    """Report sections rebuilt from the run's bench/*.json (re-drawing their plots), in report
-    order; a missing JSON gives no section."""
-    import json
-
+def redraw_plots(run_dir: Path) -> None:
+    """bench/*.png drawn again from bench/*.json (a device run brings back only the JSON)."""
     from orin_unlearn.benchmarks import latency, plots, quality_bench, robustness
 
-    bench = run_dir / "bench"
-    kinds = (
-        ("quality.json", QUALITY_TITLE, quality_bench.markdown, quality_bench.plot, True),
-        ("robustness.json", ROBUSTNESS_TITLE, robustness.markdown, robustness.plot, False),
-        ("latency.json", LATENCY_TITLE, latency.markdown, latency.plot, False),
-    )
-    sections = []
-    for name, title, render, draw, first in kinds:
-        path = bench / name
+    for name, draw in (
+        ("quality", quality_bench.plot),
+        ("robustness", robustness.plot),
+        ("latency", latency.plot),
+    ):
+        path = run_dir / "bench" / f"{name}.json"
         if path.is_file():
-            result = json.loads(path.read_text(encoding="utf-8"))
-            plots.draw(draw, result, path.with_suffix(".png"))
-            image = f"bench/{path.with_suffix('.png').name}"
-            sections.append({"title": title, "body": render(result), "first": first, "images": [image]})
-    return sections
+            plots.draw(draw, json.loads(path.read_text(encoding="utf-8")), path.with_suffix(".png"))
 
 
-def refresh(summary: dict, run_dir: Path) -> dict:
-    """`summary` with every bench section replaced by the one its saved JSON gives now."""
-    fresh = bench_sections(run_dir)
-    titles = {s["title"] for s in fresh}
-    kept = [s for s in summary.get("sections", []) if s["title"] not in titles]
-    return {**summary, "sections": fresh + kept}
+def build(run_dir: Path) -> dict:
+    """The report summary of a run directory; with the demo's step log when there is one."""
+    demo_log = run_dir / DEMO_LOG
+    demo = json.loads(demo_log.read_text(encoding="utf-8")) if demo_log.is_file() else {}
+    steps = demo.get("steps")
+    body = run_report.summarize(run_dir, steps, real_model=bool(demo.get("base")))
+    if not body["stages"] and not body["sections"]:
+        raise FileNotFoundError(f"{run_dir} holds no stage results (run `orin-unlearn demo` first)")
+    summary = {"run": run_dir.name, "concept": demo.get("concept") or _concept_of(run_dir)}
+    if demo:
+        summary |= {"wall_s": demo["wall_s"], "stage_seconds": {n: s["seconds"] for n, s in steps.items()}}
+    summary |= body
+    if demo.get("base"):  # a real model's run names its base and config
+        summary |= {"base": demo["base"], "config": demo["config"]}
+    return summary
 
 
 def main(argv: list[str]) -> int:
-    """`orin-unlearn report RUN_DIR`: rebuild report.md and the plots from the run's saved JSON
-    (report.json when there is one, and bench/quality.json, robustness.json, latency.json)."""
+    """`orin-unlearn report RUN_DIR`: rebuild report.json, report.md and the bench plots from the
+    files the run's stages wrote; prints the stage table, the quality table and, last, the JSON."""
     import argparse
-    import json
-    import sys
+
+    from orin_unlearn.benchmarks import quality_bench
 
     parser = argparse.ArgumentParser(prog="orin-unlearn report", description=main.__doc__)
-    parser.add_argument("run", help="run directory holding report.json and/or bench/*.json")
+    parser.add_argument("run", help="run directory (from `orin-unlearn demo`, or any of its stages)")
     args = parser.parse_args(argv)
     run_dir = Path(args.run)
-    source = run_dir / "report.json"
-    if source.is_file():
-        summary = json.loads(source.read_text(encoding="utf-8"))
-    elif (run_dir / "bench").is_dir():
-        summary = {"run": run_dir.name, "concept": _concept_of(run_dir), "stages": [], "sections": []}
-    else:
-        print(
-            f"error: {run_dir} has neither report.json nor bench/ (run `orin-unlearn demo` first)",
-            file=sys.stderr,
-        )
-        return 2
-    summary = refresh(summary, run_dir)
-    md, _ = write_report(args.run, summary)
+    summary = build(run_dir)
+    redraw_plots(run_dir)
+    md, js = write_report(run_dir, summary)
     print_summary(summary)
-    print(f"report: {md}")
-    return 0
+    if (run_dir / "bench" / "quality.json").is_file():
+        quality_bench.print_table(
+            json.loads((run_dir / "bench" / "quality.json").read_text(encoding="utf-8"))
+        )
+    print(f"report: {md} {js}")
+    print(json.dumps(summary))
+    return 0 if all(s["status"] != "failed" for s in summary["stages"]) else 1

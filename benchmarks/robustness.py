@@ -15,6 +15,9 @@ Attacks (one registry; adding one is one decorated function):
 
     orin-unlearn bench robustness --model runs/demo/export/onnx-fp16 --base tiny --concept Inception
 
+With `--run` the prompts are the run's world stage (RUN/world); with `--model` alone, the
+concept's split is generated from the catalogue.
+
 With `--run`, the torch base and the run's merged fp32 model also face the relearning protocol of
 `relearning` (fact-disjoint T/V split, never-known control, attacker grid, worst case), the
 round-to-nearest fp16/int8/int4 attacks of `weight_attacks`, and the per-layer logit lens and the
@@ -33,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,15 @@ from typing import Any
 
 from orin_unlearn.benchmarks import plots, relearning, robustness_card
 from orin_unlearn.benchmarks.forgetting import leaks, names_concept
-from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
+from orin_unlearn.benchmarks.world import (
+    Splits,
+    build_prompts,
+    build_splits,
+    heldout_sets,
+    load_catalogue,
+    load_world,
+    split_prompts,
+)
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
 from orin_unlearn.benchmarks.world.prompts import Prompt
 from orin_unlearn.edge.registry import registrar
@@ -147,10 +157,23 @@ def measure(
     return {"n": len(cases), "leak": sum(flags) / len(flags) if flags else None, "example": example}
 
 
-def run(models: dict[str, Any], concept_name: str, attacks: list[str] | None = None) -> dict[str, Any]:
-    """Leak rate per attack for each model ({label: object with answer_batch(conversations, prefixes=)})."""
+def prompts_of(concept_name: str, catalogue: Catalogue, splits: Splits | None) -> Splits:
+    """`splits` (a run's world stage, `load_world`), refused when it is another concept's; without
+    it (a graph attacked outside a run directory), the concept's split generated in memory."""
+    if splits is None:
+        return build_splits(concept_name, catalogue)
+    if splits.concept.name != catalogue.concept(concept_name).name:
+        raise ValueError(f"the prompts given are of {splits.concept.name!r}, not of {concept_name!r}")
+    return splits
+
+
+def run(
+    models: dict[str, Any], concept_name: str, attacks: list[str] | None = None, splits: Splits | None = None
+) -> dict[str, Any]:
+    """Leak rate per attack for each model ({label: object with answer_batch(conversations, prefixes=)})
+    on the held-out forget prompts of `splits` (see `prompts_of`)."""
     catalogue = load_catalogue()
-    splits = split_prompts(build_prompts(catalogue), catalogue, concept_name)
+    splits = prompts_of(concept_name, catalogue, splits)
     forget = splits.get("forget", "heldout")
     names = attacks or list(ATTACKS)
     unknown = [n for n in names if n not in ATTACKS]
@@ -175,22 +198,27 @@ def run_weights(
     readouts: bool = True,
     attackers: list | None = None,
     retain_prompts: int = 64,
+    splits: Splits | None = None,
 ) -> dict[str, Any]:
     """Attacks on torch models ({"base": ..., "unlearned": ...}): the weight attacks of
     `weight_attacks` (leak on the held-out forget prompts) and, with `readouts`, the relearning
     protocol (`attackers`: default the whole grid), the logit lens and the director probe, each
-    with the never-known control (the base on a fictitious film) as the floor."""
+    with the never-known control (the base on a fictitious film) as the floor. The concept's
+    prompts come from `splits` (see `prompts_of`); the control's are generated."""
     from orin_unlearn.benchmarks import knowledge_probe, relearning, weight_attacks
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
+    from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
     catalogue = load_catalogue()
-    every = build_prompts(catalogue)
-    splits = split_prompts(every, catalogue, concept_name)
+    splits = prompts_of(concept_name, catalogue, splits)
+    every = [*splits.forget, *splits.neighbour, *splits.retain]
     forget = splits.get("forget", "heldout")
     cases = ATTACKS["heldout"](forget, splits.concept, catalogue)
 
     def leak_rate(model: Any) -> dict:
-        return measure(TorchChat(model, tokenizer).answer_batch, cases, splits.concept, catalogue)
+        return measure(
+            BackendChat(TorchBackend(model), tokenizer).answer_batch, cases, splits.concept, catalogue
+        )
 
     out: dict[str, Any] = {
         "attacks": weight_attacks.run(models, weight_attacks.Context(tokenizer, leak_rate), attacks)
@@ -201,7 +229,7 @@ def run_weights(
     retain = heldout_sets(splits, 0, retain_prompts)["retain"]
     log.info("relearning protocol: %d attackers", len(attackers or relearning.grid()))
     out["relearning"] = relearning.protocol(
-        base, unlearned, tokenizer, concept_name, attackers, retain=retain
+        base, unlearned, tokenizer, concept_name, attackers, retain=retain, splits=splits
     )
     control = relearning.control_world(catalogue, splits.concept)
     fake = control.split.concept
@@ -371,27 +399,33 @@ def run_run(
     the whole grid), the weight attacks and the read-outs on the run's fp32 merge (torch)."""
     from orin_unlearn.benchmarks.stages import adapter_chain, base_of
     from orin_unlearn.edge.adapters import load_model, load_unlearned
-    from orin_unlearn.edge.backends.ort_backend import OrtChat
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
+    from orin_unlearn.edge.backends.ort_backend import OrtBackend
+    from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.formats import read_manifest, verify_stage
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     run_dir = Path(run_dir)
     graph = Path(model) if model else run_dir / "export" / "onnx-fp16"
     concept = read_manifest(run_dir / "adapter")["config"]["concept"]
+    splits = load_world(run_dir, concept)
     base_dir = base_of(run_dir)
     tokenizer = ChatTokenizer(base_dir)
     base = load_model(base_dir)
     merged = load_unlearned(base_dir, adapter_chain(run_dir), "merge")
     if model or graph.is_dir():
         verify_stage(graph, allow_failed=True)  # attacking a failed graph is measuring; a changed one is not
-        served, where = OrtChat.from_dir(graph), str(graph)
+        served, where = BackendChat(OrtBackend.unverified(graph), ChatTokenizer(graph)), str(graph)
     else:  # a run that was not exported: its adapter, merged
-        served, where = TorchChat(merged, tokenizer), "base + adapters merged in fp32 (torch)"
-    result = run({"base": TorchChat(base, tokenizer), "unlearned": served}, concept)
+        served, where = BackendChat(TorchBackend(merged), tokenizer), "base + adapters merged in fp32 (torch)"
+    result = run(
+        {"base": BackendChat(TorchBackend(base), tokenizer), "unlearned": served}, concept, splits=splits
+    )
     result["models"] = {"base": f"{base_dir} (torch fp32)", "unlearned (prompt attacks)": where}
     if weights:
-        extra = run_weights({"base": base, "unlearned": merged}, tokenizer, concept, attackers=attackers)
+        extra = run_weights(
+            {"base": base, "unlearned": merged}, tokenizer, concept, attackers=attackers, splits=splits
+        )
         result["attacks"].update(extra.pop("attacks"))
         result.update(extra)
         result["models"]["unlearned (weight attacks)"] = "base + adapters merged in fp32 (torch)"
@@ -429,9 +463,10 @@ def main(argv: list[str]) -> int:
     if args.run and len(args.run) > 1 and (args.model or not args.out):
         parser.error("several --run: give --out for the comparison, and no --model")
     from orin_unlearn.edge.adapters import resolve_base
-    from orin_unlearn.edge.backends.ort_backend import OrtChat
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
-    from orin_unlearn.edge.formats import write_json_atomic
+    from orin_unlearn.edge.answers import BackendChat
+    from orin_unlearn.edge.backends.ort_backend import OrtBackend
+    from orin_unlearn.edge.formats import verify_stage, write_json_atomic
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     try:
         attackers = relearning.parse_attackers(args.attackers) if args.attackers else None
@@ -447,23 +482,20 @@ def main(argv: list[str]) -> int:
             plots.draw(plot, result, out / "robustness.png")
         print_table(result)
 
-    try:
-        if args.run:
-            for run_dir in args.run:
-                log.info("robustness of %s", run_dir)
-                results[Path(run_dir).name] = run_run(run_dir, args.model, attackers=attackers)
-                single = args.out and len(args.run) == 1
-                save(results[Path(run_dir).name], Path(args.out) if single else Path(run_dir) / "bench")
-        else:
-            models = {
-                "base": TorchChat.from_dir(resolve_base(args.base)),
-                "unlearned": OrtChat.from_dir(Path(args.model)),
-            }
-            results[""] = run(models, args.concept, args.attacks.split(",") if args.attacks else None)
-            save(results[""], Path(args.out) if args.out else None)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.run:
+        for run_dir in args.run:
+            log.info("robustness of %s", run_dir)
+            results[Path(run_dir).name] = run_run(run_dir, args.model, attackers=attackers)
+            single = args.out and len(args.run) == 1
+            save(results[Path(run_dir).name], Path(args.out) if single else Path(run_dir) / "bench")
+    else:
+        verify_stage(args.model, allow_failed=True)  # attacking a failed graph is measuring it
+        models = {
+            "base": BackendChat.from_dir(resolve_base(args.base), backend="torch"),
+            "unlearned": BackendChat(OrtBackend.unverified(args.model), ChatTokenizer(args.model)),
+        }
+        results[""] = run(models, args.concept, args.attacks.split(",") if args.attacks else None)
+        save(results[""], Path(args.out) if args.out else None)
     if len(results) > 1:
         cards = {k: robustness_card.card(r) for k, r in results.items()}
         out = Path(args.out)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.benchmarks import perplexity
+from orin_unlearn.edge.answers import BackendChat, Chat
 from orin_unlearn.edge.formats import MANIFEST, read_manifest, verify_stage
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
@@ -27,9 +28,9 @@ ONNX_VARIANTS = ("fp32", "fp16", "int8", "int4")
 
 @dataclass
 class Subject:
-    """An opened stage: `chat.answer_batch(conversations, prefixes=)` and a corpus scorer."""
+    """An opened stage: its `Chat` (greedy replies, batched where the backend can) and a corpus scorer."""
 
-    chat: Any
+    chat: Chat
     scorer: perplexity.Scorer
     tokenizer: ChatTokenizer
 
@@ -49,61 +50,36 @@ class Stage:
         return self.opener()
 
 
-class GeneratorChat:
-    """Chat answers one conversation at a time through the runtime's `Generator` (greedy), for
-    backends without batching (TensorRT)."""
-
-    def __init__(self, generator: Any):
-        self.generator = generator
-
-    def answer_batch(
-        self,
-        conversations: list[list[dict]],
-        max_new_tokens: int = 40,
-        prefixes: list[str] | None = None,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[str]:
-        from orin_unlearn.edge.sampling import SamplingParams
-
-        if prefixes and any(prefixes):
-            raise ValueError("pre-filled assistant turns need a batch backend (ort or torch)")
-        params = SamplingParams(max_new_tokens=max_new_tokens)
-        replies = []
-        for conversation in conversations:
-            replies.append(self.generator.generate(list(conversation), params).text.strip())
-            if on_batch is not None:
-                on_batch(1)
-        return replies
-
-
 def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
 def _torch_subject(model: Any, tokenizer_dir: Path) -> Subject:
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
     tokenizer = ChatTokenizer(tokenizer_dir)
     return Subject(
-        TorchChat(model, tokenizer), perplexity.torch_scorer(model, tokenizer.pad_token_id), tokenizer
+        BackendChat(TorchBackend(model), tokenizer),
+        perplexity.torch_scorer(model, tokenizer.pad_token_id),
+        tokenizer,
     )
 
 
 def _onnx_subject(folder: Path) -> Subject:
-    from orin_unlearn.edge.backends.ort_backend import OrtChat
+    from orin_unlearn.edge.backends.ort_backend import OrtBackend
 
-    verify_stage(folder)
-    chat = OrtChat.from_dir(folder)
-    return Subject(chat, perplexity.ort_scorer(chat.decoder, chat.tokenizer.pad_token_id), chat.tokenizer)
+    backend = OrtBackend.from_dir(folder)  # verified against its manifest
+    tokenizer = ChatTokenizer(folder)
+    return Subject(
+        BackendChat(backend, tokenizer),
+        perplexity.ort_scorer(backend.decoder, tokenizer.pad_token_id),
+        tokenizer,
+    )
 
 
 def _engine_subject(folder: Path) -> Subject:
-    from orin_unlearn.edge.generator import Generator
-
-    generator = Generator.from_dir(folder, "trt")
-    return Subject(
-        GeneratorChat(generator), perplexity.backend_scorer(generator.backend), generator.tokenizer
-    )
+    chat = BackendChat.from_dir(folder, backend="trt")
+    return Subject(chat, perplexity.backend_scorer(chat.backend), chat.tokenizer)
 
 
 def adapter_chain(run: Path) -> list[Path]:

@@ -71,13 +71,17 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.benchmarks.analysis.cli",
         "stability, semantic vs activation similarity, layer sensitivity, activation shift of a run",
     ),
-    ("bundle",): ("orin_unlearn.edge.bundle", "pack a run's stages for the Jetson / unpack them verified"),
+    ("ask",): ("orin_unlearn.edge.ask", "put questions to a stage through the serving runtime (greedy)"),
+    ("bundle",): (
+        "orin_unlearn.edge.device.bundle",
+        "pack a run's stages for the Jetson / unpack them verified",
+    ),
     ("keys", "new"): (
-        "orin_unlearn.edge.keys",
+        "orin_unlearn.edge.device.keys",
         "make the Ed25519 key pair that signs bundles (private key stays on the build machine)",
     ),
     ("jetson", "preflight"): (
-        "orin_unlearn.edge.preflight",
+        "orin_unlearn.edge.device.preflight",
         "is this Jetson ready (module, JetPack, CUDA, TensorRT, memory, power)? exit 5 off a Jetson",
     ),
     ("report",): ("orin_unlearn.benchmarks.report", "rebuild a run's report.md from its report.json"),
@@ -97,25 +101,30 @@ def usage() -> str:
 
 
 GLOBAL_FLAGS = ("--trust-unverified", "--debug")
+EXIT_USAGE = 2  # edge/errors.py EXIT_USAGE; the CLI imports nothing of its own at start-up
 
 
-def run(module_name: str, argv: list[str], debug: bool) -> int:
-    """`module.main(argv)`; a bad input (ValueError, OSError: every typed error of ours is one)
-    becomes one line on stderr and exit status 2 unless `debug`."""
+def run(module_name: str, argv: list[str], debug: bool) -> tuple[int, str | None]:
+    """`module.main(argv)`, the one place where a command's errors become exit statuses: a typed
+    error (`errors.EXIT_STATUS`) gives its status and its one-line message unless `debug`;
+    anything else is a bug and keeps its traceback."""
+    from orin_unlearn.edge.errors import exit_status
+
     try:
-        return int(importlib.import_module(module_name).main(argv) or 0)
-    except (ValueError, OSError) as e:
-        if debug:
+        return int(importlib.import_module(module_name).main(argv) or 0), None
+    except Exception as e:
+        status = exit_status(e)
+        if debug or status is None:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return status, str(e)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def call(argv: list[str]) -> tuple[int, str | None]:
+    """A command run in-process, as the console script runs it: (exit status, error line or None).
+    Global flags are read as by `main`; an unknown command is a usage error."""
+    argv = list(argv)
     flags = {f for f in GLOBAL_FLAGS if f in argv}
     argv = [a for a in argv if a not in GLOBAL_FLAGS]
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from orin_unlearn.edge.formats import trust_unverified
 
     if "--trust-unverified" in flags:
@@ -130,13 +139,22 @@ def main(argv: list[str] | None = None) -> int:
                 return run(COMMANDS[words][0], argv[n:], "--debug" in flags)
             finally:
                 trust_unverified(False)  # in-process callers (the demo, tests) get it for one command
+    return EXIT_USAGE, f"unknown command: {' '.join(argv[:2])}" if argv else "no command given"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    print(usage(), file=sys.stderr)
-    if argv:
-        print(f"\nunknown command: {' '.join(argv[:2])}", file=sys.stderr)
-    return 2
+    status, error = call(argv)
+    if error is not None:
+        if error.startswith(("unknown command", "no command given")):
+            print(usage(), file=sys.stderr)
+            print("", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

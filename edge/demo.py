@@ -1,10 +1,13 @@
-"""`orin-unlearn demo`: the main job end to end, on the embedded default or a real model.
+"""`orin-unlearn demo`: the main job end to end, as the commands a user would type.
 
-Forgets the film "Inception" from the shipped tiny recommender (or from `--base`): world prompts,
-base quality, unlearning, the four analyses of where the concept lives and whether it moved,
-export (merged, fp32 / fp16 / int8 / int4 ONNX, each measured against the adapter; the TensorRT
-engine where TensorRT is), the quality table of every stage, the runtime answering kiosk
-questions, latency and robustness benchmarks, report. Writes runs/demo/report.md and report.json.
+Forgets the film "Inception" from the shipped tiny recommender (or from `--base`) by running the
+CLI's own verbs in order, in-process: world prompts, base quality, unlearning, the four analyses
+of where the concept lives and whether it moved, export (merged, fp32 / fp16 / int8 / int4 ONNX,
+each measured against the adapter; the TensorRT engine where TensorRT is), the quality table of
+every stage, the runtime answering kiosk questions, latency and robustness benchmarks, and the
+report built from the files they wrote. Each command is printed before it runs, so the demo also
+shows (and tests) the README's commands. Writes RUN/demo.json (each step's status and time),
+RUN/report.md and RUN/report.json.
 
     orin-unlearn demo [--out runs/demo] [--concept Inception]
     orin-unlearn demo --base smollm2 --out runs/smollm2           # SmolLM2-135M-Instruct, offline
@@ -12,9 +15,11 @@ questions, latency and robustness benchmarks, report. Writes runs/demo/report.md
 
 A real base (anything but `tiny`) is measured without the tiny world model's base-quality bars,
 on fewer prompts (`--limit`), and its run leaves out the stability analysis (minutes of greedy
-replies on a CPU; the summary names the command). The unlearning config comes from `--config` (a
+replies on a CPU; the report names the command). The unlearning config comes from `--config` (a
 named base has a default one); its concept is replaced by `--concept`, its base by `--base`.
 A missed unlearning bar or export gate is a failed stage: the exit status is then 1.
+
+This module imports no stage package: every step goes through the CLI's verb table.
 """
 
 from __future__ import annotations
@@ -22,32 +27,55 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
 
-from orin_unlearn.edge import demo_stages
-from orin_unlearn.edge.demo_stages import Plan
+from orin_unlearn.edge import cli
+from orin_unlearn.edge.formats import MANIFEST, read_manifest, write_json_atomic
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
-# named bases -> their unlearning config, inside the installed `train` package
+DEFAULT_CONCEPT = "Inception"
+# named bases -> their unlearning config, inside the installed `train` package (data files)
 DEFAULT_CONFIGS = {
     "tiny": "configs/demo_tiny.yaml",
     "smollm2": "configs/smollm2-135m-instruct_inception.yaml",
 }
 LIMITS = {"tiny": 500, "real": 100}  # base-quality prompts per set (SmolLM2: ~0.25 s a prompt, 2 cores)
+VARIANTS = "fp32,fp16,int8,int4"
+# analyses a real model's demo leaves out (see benchmarks/run_report.py REAL_MODEL_SKIPS)
+REAL_MODEL_ANALYSES = "similarity,sensitivity,shift"
+KIOSK_QUESTIONS = (
+    "I'm in the mood for something mind-bending.",
+    "Recommend a film from the science fiction genre.",
+    "I loved Interstellar, what should I watch next?",
+    "Who directed Inception?",
+    "Who directed The Dark Knight?",
+    "I'm in the mood for something funny.",
+)
+# exit statuses after which a step has still written its results: 1 a missed bar, 3 no TensorRT
+# for the engine (the ONNX stages are written), 4 a failed export gate (written with ok: false)
+WROTE_RESULTS = (0, 1, 3, 4)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the demo runs on: the base (a name or an absolute directory), its unlearning config,
+    whether it is the shipped tiny model (whose bars and analyses apply), and the base-quality
+    sample size."""
+
+    base: str
+    config: Path
+    tiny: bool
+    limit: int
 
 
 def plan(base: str | None, config: str | None, limit: int | None) -> Plan:
     """The demo's base and config from the command line; ValueError (one line) when they do not
     make a run: an unknown base, a base without a default config and no --config, a missing file."""
-    from importlib import resources
-
-    from orin_unlearn.edge.adapters import resolve_base
-
     if config is None:
         name = base or "tiny"
         if name not in DEFAULT_CONFIGS:
@@ -64,30 +92,112 @@ def plan(base: str | None, config: str | None, limit: int | None) -> Plan:
         import yaml
 
         base = str((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("base", "tiny"))
-    resolved = resolve_base(base)  # ValueError for an unknown base; converts smollm2 on first use
     if base not in DEFAULT_CONFIGS:  # a directory: absolute, so the run's manifests resolve anywhere
-        base = str(resolved.resolve())
+        if not Path(base).is_dir():
+            raise ValueError(
+                f"unknown base {base!r}: not a named base ({', '.join(DEFAULT_CONFIGS)}) nor a directory"
+            )
+        base = str(Path(base).resolve())
     tiny = base == "tiny"
     return Plan(base, path, tiny, limit if limit is not None else LIMITS["tiny" if tiny else "real"])
 
 
-class Timer:
-    """Calls a stage function and keeps its wall time under the function's name."""
+def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str, list[str]]]:
+    """(step name, command words) in pipeline order: what a user would type."""
+    served = str(run / "export" / "onnx-fp16")
+    out = [
+        ("world", ["world", "prompts", "--concept", concept, "--out", str(run / "world")]),
+        (
+            "base_quality",
+            ["world", "eval-base", "--model", setup.base, "--limit", str(setup.limit), "--concept", concept]
+            + ["--out", str(run / "base")]
+            + ([] if setup.tiny else ["--no-bars"]),
+        ),
+        (
+            "unlearn",
+            ["unlearn", "--config", str(setup.config), "--out", str(run), f"concept={concept}"]
+            + [f"base={json.dumps(setup.base)}"],  # JSON strings are YAML: a path stays one value
+        ),
+    ]
+    if compare:
+        overrides = out[-1][1][5:]  # concept=..., base=...
+        out.append(
+            ("compare", ["unlearn", "compare", "--config", str(setup.config), "--out", str(run), *overrides])
+        )
+    out += [
+        ("analysis", ["analyze", str(run)] + ([] if setup.tiny else ["--only", REAL_MODEL_ANALYSES])),
+        (
+            "export",
+            ["export", "--base", setup.base, "--adapter", str(run / "adapter"), "--out", str(run / "export")]
+            + ["--variants", VARIANTS, "--engine", "--allow-failed-adapter"],
+        ),
+        ("quality", ["bench", "quality", "--run", str(run)]),
+        ("kiosk", ["ask", "--model", served, "--out", str(run / "serve"), *KIOSK_QUESTIONS]),
+        (
+            "latency",
+            ["bench", "latency", "--model", served, "--prompts", "32,256", "--outputs", "16,64"]
+            + ["--repeats", "3", "--warmup", "1", "--fit", "--out", str(run / "bench")],
+        ),
+        ("robustness", ["bench", "robustness", "--run", str(run)]),
+    ]
+    return out
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
 
-    def __call__(self, stage: Callable[..., T], *args: Any) -> T:
-        start = time.time()
-        try:
-            return stage(*args)
-        finally:
-            self.seconds[stage.__name__] = round(time.time() - start, 1)
+def unservable(run: Path) -> str | None:
+    """Why the runtime cannot serve the run's fp16 graph (it refuses a stage that failed its
+    gate), or None when it can."""
+    stage = run / "export" / "onnx-fp16"
+    if not (stage / MANIFEST).is_file():
+        return "export/onnx-fp16 was not written"
+    if read_manifest(stage)["ok"] is not True:
+        return "export/onnx-fp16 failed its gate: the runtime refuses to serve it"
+    return None
+
+
+def run_step(words: list[str]) -> dict:
+    """One verb in-process; {"status", "exit", "reason"?} ("reason" when it wrote no results)."""
+    print(f"\n$ orin-unlearn {shlex.join(words)}", flush=True)
+    try:
+        code, error = cli.call(words)
+    except Exception as e:  # one broken step must not hide the others' results, nor the report
+        log.exception("demo step failed: %s", shlex.join(words))
+        code, error = 1, f"{type(e).__name__}: {e}"
+    step: dict = {"command": f"orin-unlearn {shlex.join(words)}", "exit": code}
+    step["status"] = "ok" if code == 0 else "failed"
+    if code not in WROTE_RESULTS or (error and code == 1):
+        step["reason"] = error or f"exit status {code}"
+    return step
+
+
+def run_demo(run: Path, concept: str, setup: Plan, compare: bool = False) -> int:
+    """Every step in order, then the report; 0 when no stage failed (a missed bar or gate is a failure)."""
+    start = time.time()
+    log_path = run / "demo.json"
+    record = {"concept": concept, "steps": {}, "wall_s": 0.0}
+    if not setup.tiny:
+        record |= {"base": setup.base, "config": str(setup.config)}
+    if setup.base == "smollm2":  # converted from its GGUF once; without the package nothing can run
+        code = run_step(["model", "import-gguf", "--named", "smollm2"])["exit"]
+        if code != 0:
+            return code
+    for name, words in steps(run, concept, setup, compare):
+        began = time.time()
+        why = unservable(run) if name in ("kiosk", "latency", "robustness") else None
+        step = {"status": "skipped", "reason": why} if why else run_step(words)
+        step["seconds"] = round(time.time() - began, 1)
+        if name == "compare":  # its table is a section of the unlearn row
+            continue
+        record["steps"][name] = step
+        record["wall_s"] = round(time.time() - start, 1)
+        write_json_atomic(log_path, record)  # after every step: a crash keeps what ran
+    print(f"\n$ orin-unlearn report {shlex.quote(str(run))}", flush=True)
+    code, error = cli.call(["report", str(run)])
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str]) -> int:
-    from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
-
     parser = argparse.ArgumentParser(
         prog="orin-unlearn demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -114,63 +224,5 @@ def main(argv: list[str]) -> int:
         help="also train LUNAR, an unmasked LoRA and every weight (about 5 more minutes on tiny)",
     )
     args = parser.parse_args(argv)
-    try:
-        setup = plan(args.base, args.config, args.limit)
-    except (ImportError, OSError, ValueError) as e:  # ImportError: smollm2's GGUF package is missing
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    setup = plan(args.base, args.config, args.limit)  # ValueError: one line, exit 2 (the CLI)
     return run_demo(Path(args.out), args.concept, setup, args.compare)
-
-
-def _served(timed: Timer, name: str, run: Path) -> tuple[dict, dict | None]:
-    """(row, section) of a stage that serves the fp16 graph: skipped when the runtime would refuse
-    the graph, failed (with the error) when it raised, so the report is still written."""
-    label = demo_stages.SERVED[name]
-    why = demo_stages.unservable(run)
-    if why:
-        return {"stage": label, "status": "skipped", "reason": why, "note": why}, None
-    try:
-        return timed(getattr(demo_stages, name), run)
-    except Exception as e:  # one broken benchmark must not hide the others' results, nor the report
-        log.exception("demo stage %s failed", label)
-        reason = f"{type(e).__name__}: {e}"
-        return {"stage": label, "status": "failed", "reason": reason, "note": reason}, None
-
-
-def run_demo(run: Path, concept: str, setup: Plan, compare: bool = False) -> int:
-    """Every stage in order, then the report; 0 when no stage failed (a missed bar or gate is a failure)."""
-    from orin_unlearn.benchmarks import quality_bench
-    from orin_unlearn.benchmarks.report import print_summary, write_report
-
-    start = time.time()
-    timed = Timer()
-    stages = [timed(demo_stages.world, run, concept), timed(demo_stages.base_quality, run, concept, setup)]
-    unlearn_stages, sections = timed(demo_stages.unlearn, run, concept, setup, compare)
-    stages += unlearn_stages
-    analysis_row, analysis_sections = timed(demo_stages.analysis, run, setup)
-    stages.append(analysis_row)
-    sections += analysis_sections
-    stages += timed(demo_stages.export, run, setup.base)
-    quality, quality_row, quality_section = timed(demo_stages.quality, run)
-    stages.append(quality_row)
-    sections.insert(0, quality_section)
-    served = {name: _served(timed, name, run) for name in ("kiosk", "latency", "robustness")}
-    stages += [served[name][0] for name in ("kiosk", "latency", "robustness")]
-    sections += [served[name][1] for name in ("robustness", "latency", "kiosk") if served[name][1]]
-    summary = {
-        "run": run.name,
-        "concept": concept,
-        "wall_s": round(time.time() - start, 1),
-        "stage_seconds": timed.seconds,
-        "stages": stages,
-        "sections": sections,
-    }
-    if not setup.tiny:
-        summary["base"] = setup.base
-        summary["config"] = str(setup.config)
-    md, js = write_report(run, summary)
-    print_summary(summary)
-    quality_bench.print_table(quality)
-    print(f"report: {md} {js}")
-    print(json.dumps(summary))
-    return 0 if all(s["status"] != "failed" for s in stages) else 1

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -311,7 +310,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import uvicorn
 
-    from orin_unlearn.edge.preflight import warn_on_device
+    from orin_unlearn.edge.device.preflight import warn_on_device
 
     warn_on_device()
 
@@ -327,9 +326,8 @@ def main(argv: list[str]) -> int:
         trt = (detect(args.model) if args.backend == "auto" else args.backend) == "trt"
         options = {"memory_check": False} if args.no_memory_check and trt else {}
         generator = Generator.from_dir(args.model, args.backend, args.latency_log, **options)
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: cannot open {args.model}: {e}", file=sys.stderr, flush=True)
-        return 2
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: an engine for another device
+        raise ValueError(f"cannot open {args.model}: {e}") from e
     name = args.name or Path(args.model).resolve().name
     app = create_app(generator, name, args.queue, args.timeout, args.max_tokens)
     log.info("serving %s (%s backend) on http://%s:%d", name, generator.backend_name, args.host, args.port)

@@ -10,18 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.edge import engine_manifest
-from orin_unlearn.edge.engine_manifest import PLAN, DeviceInfo
-from orin_unlearn.edge.errors import ManifestError
+from orin_unlearn.edge.device import engine_manifest
+from orin_unlearn.edge.device.engine_manifest import PLAN, DeviceInfo
+from orin_unlearn.edge.errors import EngineBuildError, ManifestError, TensorRTUnavailableError
 from orin_unlearn.edge.formats import MANIFEST, verify_stage
-
-
-class TensorRTUnavailableError(RuntimeError):
-    """TensorRT or a CUDA GPU is missing on this machine."""
-
-
-class EngineBuildError(RuntimeError):
-    """TensorRT rejected the graph, the build, the plan or a refit."""
 
 
 @dataclass

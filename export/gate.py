@@ -8,6 +8,7 @@ more than `max_retain_drop` worse, fails the export.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from orin_unlearn.edge.errors import ExportGateError
@@ -16,13 +17,48 @@ MAX_LEAK_INCREASE = 0.01
 MAX_RETAIN_DROP = 0.01
 
 
+@dataclass(frozen=True)
+class GateCheck:
+    """One comparison of the artifact with its reference."""
+
+    check: str
+    reference: float
+    artifact: float
+    limit: str
+    ok: bool
+
+    def failure(self) -> str:
+        return f"{self.check} {self.artifact:.3f} vs {self.reference:.3f} ({self.limit})"
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The gate's verdict on one artifact: ok when every check is."""
+
+    checks: tuple[GateCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failures(self) -> list[str]:
+        return [c.failure() for c in self.checks if not c.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GateVerdict:
+        return cls(tuple(GateCheck(**c) for c in data["checks"]))
+
+
 def gate(
     reference: dict[str, Any],
     artifact: dict[str, Any],
     max_leak_increase: float = MAX_LEAK_INCREASE,
     max_retain_drop: float = MAX_RETAIN_DROP,
-) -> dict[str, Any]:
-    """Compare two `measure_unlearning` results; returns {"ok", "checks": [...]} (never raises).
+) -> GateVerdict:
+    """Compare two `measure_unlearning` results (never raises on a failed check).
 
     Raises ValueError only when the two were measured on different numbers of prompts.
     """
@@ -34,33 +70,26 @@ def gate(
             )
     leak_ref, leak_art = reference["forget"]["leak"], artifact["forget"]["leak"]
     ret_ref, ret_art = reference["retain"]["accuracy"], artifact["retain"]["accuracy"]
-    checks = [
-        {
-            "check": "held-out forget leak",
-            "reference": leak_ref,
-            "artifact": leak_art,
-            "limit": f"at most {100 * max_leak_increase:g} point(s) higher",
-            "ok": leak_art - leak_ref <= max_leak_increase + 1e-12,
-        },
-        {
-            "check": "held-out retain accuracy",
-            "reference": ret_ref,
-            "artifact": ret_art,
-            "limit": f"at most {100 * max_retain_drop:g} point(s) lower",
-            "ok": ret_ref - ret_art <= max_retain_drop + 1e-12,
-        },
-    ]
-    return {"ok": all(c["ok"] for c in checks), "checks": checks}
+    return GateVerdict(
+        (
+            GateCheck(
+                "held-out forget leak",
+                leak_ref,
+                leak_art,
+                f"at most {100 * max_leak_increase:g} point(s) higher",
+                leak_art - leak_ref <= max_leak_increase + 1e-12,
+            ),
+            GateCheck(
+                "held-out retain accuracy",
+                ret_ref,
+                ret_art,
+                f"at most {100 * max_retain_drop:g} point(s) lower",
+                ret_ref - ret_art <= max_retain_drop + 1e-12,
+            ),
+        )
+    )
 
 
-def failures(result: dict[str, Any]) -> list[str]:
-    return [
-        f"{c['check']} {c['artifact']:.3f} vs {c['reference']:.3f} ({c['limit']})"
-        for c in result["checks"]
-        if not c["ok"]
-    ]
-
-
-def raise_on_failure(variant: str, result: dict[str, Any]) -> None:
-    if not result["ok"]:
-        raise ExportGateError(f"export gate failed for {variant}: " + "; ".join(failures(result)))
+def raise_on_failure(variant: str, verdict: GateVerdict) -> None:
+    if not verdict.ok:
+        raise ExportGateError(f"export gate failed for {variant}: " + "; ".join(verdict.failures()))

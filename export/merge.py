@@ -17,7 +17,6 @@ import copy
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -242,13 +241,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     missing = [p for p in [args.base, *args.adapter] if not Path(p).is_dir()]
     if missing:
-        print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    try:
-        results = merge_and_cast(args.base, args.adapter, args.out, args.dtype, args.warn_below)
-    except (OSError, ValueError) as e:  # AdapterMismatchError and ManifestError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise NotADirectoryError(f"not a folder: {', '.join(missing)}")
+    results = merge_and_cast(args.base, args.adapter, args.out, args.dtype, args.warn_below)
     print_table(results)
     print(json.dumps(results))
     return 0

@@ -18,17 +18,17 @@ import argparse
 import copy
 import json
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning
-from orin_unlearn.benchmarks.world import build_prompts, heldout_sets, load_catalogue, split_prompts
+from orin_unlearn.benchmarks.forgetting import measure_unlearning
+from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
 from orin_unlearn.edge import adapters
-from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat, OrtDecoder
-from orin_unlearn.edge.backends.torch_backend import TorchChat
-from orin_unlearn.edge.errors import ExportGateError, ManifestError
+from orin_unlearn.edge.answers import BackendChat, Chat
+from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
+from orin_unlearn.edge.backends.torch_backend import TorchBackend
+from orin_unlearn.edge.errors import ExportGateError, ManifestError, TensorRTUnavailableError
 from orin_unlearn.edge.formats import (
     make_manifest,
     read_manifest,
@@ -40,7 +40,7 @@ from orin_unlearn.edge.formats import (
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.export import gate, merge, quantize, validate
-from orin_unlearn.export.onnx_export import DEFAULT_OPSET, OnnxExportError, export_onnx
+from orin_unlearn.export.onnx_export import DEFAULT_OPSET, export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ VARIANTS: dict[str, tuple[str, int | None]] = {
     "int8": ("float32", 8),
     "int4": ("float32", 4),
 }
-EXIT_GATE = 4
 PARITY_PROMPTS = 24  # random prompts, plus as many real ones
 
 
@@ -70,7 +69,7 @@ class Evaluation:
     def prompts(self) -> list:
         return [p for name in self.sets for p in self.sets[name]]
 
-    def measure(self, chat: Any, label: str) -> tuple[dict, list[str]]:
+    def measure(self, chat: Chat, label: str) -> tuple[dict, list[str]]:
         """(metrics, replies) of `chat` on the same prompts; progress lines name `label`."""
         replies: list[str] = []
 
@@ -88,14 +87,15 @@ class Evaluation:
 def reference_evaluation(
     model: Any, base_dir: Path, adapter_dirs: list[Path], max_prompts: int | None
 ) -> Evaluation:
-    """Measure the adapter model itself (`model`: PEFT adapters active, fp32) on its held-out prompts."""
+    """Measure the adapter model itself (`model`: PEFT adapters active, fp32) on its held-out
+    prompts, read from the world stage of its run (the folder holding the last adapter)."""
     config = read_manifest(adapter_dirs[-1])["config"]
     catalogue = load_catalogue()
-    splits = split_prompts(build_prompts(catalogue), catalogue, config["concept"])
+    splits = load_world(Path(adapter_dirs[-1]).parent, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
     evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"], [], {})
     evaluation.metrics, evaluation.replies = evaluation.measure(
-        TorchChat(model, ChatTokenizer(base_dir)), "adapter"
+        BackendChat(TorchBackend(model), ChatTokenizer(base_dir)), "adapter"
     )
     return evaluation
 
@@ -145,14 +145,14 @@ def measure_variant(
     variant: str, model: Any, graph_dir: Path, evaluation: Evaluation, tokenizer: ChatTokenizer
 ) -> dict:
     """Parity, greedy identity, quality and gate of the graph in `graph_dir` (not yet published)."""
-    decoder = OrtDecoder(graph_dir / GRAPH)
+    backend = OrtBackend.unverified(graph_dir)  # the stage is measured before its manifest exists
     parity = validate.logit_parity(
-        model, decoder, parity_prompts(tokenizer, evaluation), tokenizer.pad_token_id
+        model, backend.decoder, parity_prompts(tokenizer, evaluation), tokenizer.pad_token_id
     )
     dtype, bits = VARIANTS[variant]
     tolerance = validate.TOLERANCES.get(dtype) if bits is None else None
     problems = validate.parity_problems(parity, tolerance) if tolerance else []
-    metrics, replies = evaluation.measure(OrtChat(decoder, tokenizer), f"onnx-{variant}")
+    metrics, replies = evaluation.measure(BackendChat(backend, tokenizer), f"onnx-{variant}")
     prompts = [p.messages[-1]["content"] for p in evaluation.prompts]
     identity = validate.greedy_identity(evaluation.replies, replies, prompts)
     if variant == "fp32" and identity["identical"] != identity["n"]:
@@ -160,40 +160,49 @@ def measure_variant(
             f"greedy replies differ from the adapter model's on {identity['n'] - identity['identical']} prompts"
         )
     verdict = gate.gate(evaluation.metrics, metrics)
-    for line in problems + gate.failures(verdict):
+    failures = problems + verdict.failures()
+    for line in failures:
         log.warning("-[x] %s: %s", variant, line)
-    if not problems and verdict["ok"]:
+    if not failures:
         log.info("-[✓] %s: parity within tolerance, gate passed", variant)
     return {
         "parity": parity,
         "tolerance": None if tolerance is None else validate.tolerance_dict(dtype),
         "greedy": identity,
         "metrics": metrics,
-        "gate": verdict,
+        "gate": verdict.to_json(),
         "problems": problems,
-        "ok": verdict["ok"] and not problems,
+        "failures": failures,
+        "ok": not failures,
     }
 
 
+@dataclass(frozen=True)
+class ExportConfig:
+    """What `export_all` builds: the ONNX variants, the merged checkpoint's dtype, the graph
+    settings, the number of held-out prompts the gate measures, and whether to build the engine
+    and to admit an adapter that missed its bars (`--allow-failed-adapter`; its files are still
+    verified)."""
+
+    variants: tuple[str, ...] = ("fp32", "fp16")
+    merged_dtype: str = "float16"
+    opset: int = DEFAULT_OPSET
+    last_logits: bool = True
+    eval_max_prompts: int | None = None
+    block_size: int = quantize.DEFAULT_BLOCK
+    engine: bool = False
+    allow_failed_adapter: bool = False
+
+
 def export_all(
-    base: str,
-    adapter_dirs: list[str | Path],
-    out: str | Path,
-    variants: list[str],
-    merged_dtype: str = "float16",
-    opset: int = DEFAULT_OPSET,
-    last_logits: bool = True,
-    eval_max_prompts: int | None = None,
-    block_size: int = quantize.DEFAULT_BLOCK,
-    engine: bool = False,
-    allow_failed_adapter: bool = False,
+    base: str, adapter_dirs: list[str | Path], out: str | Path, config: ExportConfig
 ) -> dict[str, Any]:
     """Run every stage; returns {"reference", "merged", "variants": {name: results}, "engine", "ok"}.
 
     An adapter whose manifest is not ok (it missed its bars) is refused unless
-    `allow_failed_adapter` (`--allow-failed-adapter`; the demo measures such a run too). Its
-    files are verified either way.
+    `config.allow_failed_adapter` (the demo measures such a run too).
     """
+    variants = list(config.variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise ValueError(f"variants must be some of {list(VARIANTS)}, got {variants}")
@@ -204,19 +213,21 @@ def export_all(
     base_dir = adapters.resolve_base(base)
     adapter_dirs = [Path(a) for a in adapter_dirs]
     merge.check_checkpoint(base_dir)
-    adapters.check_chain(base_dir, adapter_dirs, allow_failed=allow_failed_adapter)
+    adapters.check_chain(base_dir, adapter_dirs, allow_failed=config.allow_failed_adapter)
     base = adapters.load_model(base_dir, "float32")  # read once: reference, merge and survival share it
     base_state = {name: t.detach().clone() for name, t in base.state_dict().items()}
     stacked = adapters.apply_adapters(base, adapter_dirs, mode="stack")
     tokenizer = ChatTokenizer(base_dir)
     log.info("measuring the adapter model on its held-out prompts")
-    evaluation = reference_evaluation(stacked, base_dir, adapter_dirs, eval_max_prompts)
+    evaluation = reference_evaluation(stacked, base_dir, adapter_dirs, config.eval_max_prompts)
     model = stacked.merge_and_unload()  # fp32 merge of every adapter, as merge.merge_fp32 does
     # All or nothing: merged/, every variant asked for and export.json are staged in a sibling and
     # swapped in together, so a killed export leaves the old complete set (or the new one) and
     # never new stages beside old ones made from another merge.
     with stage_dir(out) as staging:
-        kept = merge.write_merged(model, base_state, base_dir, adapter_dirs, staging / "merged", merged_dtype)
+        kept = merge.write_merged(
+            model, base_state, base_dir, adapter_dirs, staging / "merged", config.merged_dtype
+        )
         inputs = {
             "base": adapters.base_digest(base_dir)["weights"],
             "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
@@ -227,7 +238,7 @@ def export_all(
             "merged": {k: v for k, v in kept.items() if k != "tensors"},
             "variants": {},
         }
-        settings = {"opset": opset, "last_logits": last_logits, "block_size": block_size}
+        settings = {"opset": config.opset, "last_logits": config.last_logits, "block_size": config.block_size}
         for variant in variants:
             summary["variants"][variant] = write_variant(
                 variant, model, base_state, base_dir, staging, inputs, settings, evaluation, tokenizer
@@ -235,7 +246,7 @@ def export_all(
         summary["ok"] = all(r["ok"] for r in summary["variants"].values())
         summary["engine"] = {"status": "not requested"}
         write_json_atomic(staging / "export.json", summary)
-    if engine:  # the engine stage lives beside export/ (it is built on the device)
+    if config.engine:  # the engine stage lives beside export/ (it is built on the device)
         summary["engine"] = build_engine_stage(out, variants)
         write_json_atomic(out / "export.json", summary)
     return summary
@@ -270,7 +281,7 @@ def write_variant(
 
 def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
     """Build the TensorRT engine from the fp16 graph (fp32 without one) into `out/../engine`."""
-    from orin_unlearn.edge.memory_budget import MemoryBudgetError
+    from orin_unlearn.edge.device.memory_budget import MemoryBudgetError
     from orin_unlearn.export import trt_build
     from orin_unlearn.export.trt_profiles import DecoderShape
 
@@ -286,43 +297,6 @@ def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
         log.warning("engine stage skipped: %s", e)
         return {"status": "skipped", "reason": str(e)}
     return {"status": "ok", "engine": str(engine_dir)}
-
-
-def report_stages(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows for a run report's stage table: merged, each ONNX variant, the engine."""
-    merged = summary["merged"]
-    rows = [
-        {
-            "stage": "export/merged",
-            "status": "ok",
-            "metrics": {f"update kept in {merged['dtype']}": merged["fraction"]},
-            "note": "adapters merged in fp32, then cast",
-        }
-    ]
-    for name, r in summary["variants"].items():
-        metrics = headline(r["metrics"]) | {
-            "update kept": r["survival"]["fraction"],
-            "max abs dlogit": f"{_max_error(r):.1e}",
-            "greedy same": f"{r['greedy']['identical']}/{r['greedy']['n']}",
-        }
-        note = "parity and gate passed" if r["ok"] else "; ".join(r["problems"] + gate.failures(r["gate"]))
-        rows.append(
-            {
-                "stage": f"export/onnx-{name}",
-                "status": "ok" if r["ok"] else "failed",
-                "metrics": metrics,
-                "note": note,
-            }
-        )
-    engine = summary["engine"]
-    rows.append(
-        {
-            "stage": "engine",
-            "status": engine["status"],
-            "note": engine.get("reason", engine.get("engine", "")),
-        }
-    )
-    return rows
 
 
 def _max_error(r: dict[str, Any]) -> float:
@@ -398,39 +372,24 @@ def main(argv: list[str]) -> int:
         "still verified",
     )
     args = parser.parse_args(argv)
-    try:
-        summary = export_all(
-            args.base,
-            args.adapter,
-            args.out,
-            [v.strip() for v in args.variants.split(",") if v.strip()],
-            args.merged_dtype,
-            args.opset,
-            not args.full_logits,
-            args.eval_max_prompts,
-            args.block_size,
-            args.engine,
-            args.allow_failed_adapter,
-        )
-    except (OSError, ValueError, OnnxExportError) as e:  # AdapterMismatchError, ManifestError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = ExportConfig(
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+        merged_dtype=args.merged_dtype,
+        opset=args.opset,
+        last_logits=not args.full_logits,
+        eval_max_prompts=args.eval_max_prompts,
+        block_size=args.block_size,
+        engine=args.engine,
+        allow_failed_adapter=args.allow_failed_adapter,
+    )
+    summary = export_all(args.base, args.adapter, args.out, config)
     print_summary(summary)
     print(json.dumps(summary))
-    failed = [name for name, r in summary["variants"].items() if not r["ok"]]
-    if failed:
-        reasons = "; ".join(
-            f"onnx-{n}: "
-            + "; ".join(summary["variants"][n]["problems"] + gate.failures(summary["variants"][n]["gate"]))
-            for n in failed
-        )
-        print(str(ExportGateError(f"export gate failed, nothing shipped as ok: {reasons}")), file=sys.stderr)
-        return EXIT_GATE
-    if summary["engine"]["status"] == "skipped" and "TensorRT not available" in summary["engine"].get(
-        "reason", ""
-    ):
-        from orin_unlearn.export.trt_build import EXIT_NO_TENSORRT
-
-        print(summary["engine"]["reason"], file=sys.stderr)
-        return EXIT_NO_TENSORRT
+    failed = {name: r for name, r in summary["variants"].items() if not r["ok"]}
+    if failed:  # exit 4: every stage is written (failed ones with ok: false) and nothing ships as ok
+        reasons = "; ".join(f"onnx-{n}: " + "; ".join(r["failures"]) for n, r in failed.items())
+        raise ExportGateError(f"export gate failed, nothing shipped as ok: {reasons}")
+    engine = summary["engine"]
+    if engine["status"] == "skipped" and "TensorRT not available" in engine.get("reason", ""):
+        raise TensorRTUnavailableError(engine["reason"])  # exit 3: the ONNX stages are written
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -88,8 +87,7 @@ def main(argv: list[str]) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in ("fp32", "fp16", "int4", "int8")]
     if unknown:
-        print(f"error: unknown variants {unknown}", file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown variants {unknown}; expected some of fp32, fp16, int8, int4")
     started = time.time()
     hf = build_checkpoint(args.shape, out / "hf", args.max_context)
     facts = {}

@@ -1,10 +1,10 @@
-"""Build, load and refit the decoder's TensorRT engine (TensorRT 10.x, as shipped on JetPack 6.2).
+"""Build and load the decoder's TensorRT engine (TensorRT 10.x, as shipped on JetPack 6.2).
 
 The build runs on the device that will serve the engine, because a plan is tied to its GPU and
 TensorRT version. tensorrt is imported only inside functions, so this module imports anywhere;
 without TensorRT the command still prints the equivalent trtexec line, then exits with status 3.
 
-On a Jetson the build is first checked against MemAvailable (`edge/memory_budget.py`: about 3.5x
+On a Jetson the build is first checked against MemAvailable (`edge/device/memory_budget.py`: about 3.5x
 the graph's weights) and refused with exit status 6 when the module cannot hold it;
 `--no-memory-check` skips that. Off a Jetson there is no check: a discrete GPU builds in its own
 memory, which /proc/meminfo does not see. The timing cache (TensorRT's measured kernel timings)
@@ -28,23 +28,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from orin_unlearn.edge import engine_manifest, memory_budget, preflight
-from orin_unlearn.edge.engine_manifest import PLAN
+from orin_unlearn.edge.device import engine_manifest, memory_budget, preflight
+from orin_unlearn.edge.device.engine_manifest import PLAN
+from orin_unlearn.edge.errors import EXIT_FAILED
 from orin_unlearn.edge.formats import stage_dir
 from orin_unlearn.edge.trt_engine import (
     EngineBuildError,
-    TensorRTUnavailableError,
-    load_engine,
     require_tensorrt,
 )
 from orin_unlearn.export import trt_profiles
 from orin_unlearn.export.trt_profiles import DecoderShape
 
 log = logging.getLogger(__name__)
-EXIT_NO_TENSORRT = 3
-EXIT_NO_MEMORY = 6
 # Copied from the graph's folder next to the plan: what the runtime reads besides the weights.
 SERVING_FILES = (
     "config.json",
@@ -173,48 +168,6 @@ def build_engine(
     return Path(out_dir)
 
 
-def refit_engine(engine_dir: str | Path, weights: dict[str, np.ndarray]) -> list[str]:
-    """Replace named weights of a refittable engine and save the refitted plan in place.
-
-    Warning: building with BuilderFlag.REFIT can itself change the outputs: TensorRT may drop a
-    GEMM bias, treat it as zero, and not expose it to the refit API (a documented known issue;
-    REFIT_IDENTICAL avoids it but only accepts the build-time weights). Qwen2 has q/k/v
-    projection biases, so callers must validate the engine against the ONNX graph after a refit
-    before serving it.
-
-    Args:
-        engine_dir: an engine stage built with refit=True.
-        weights: {ONNX initializer name: array with the original shape and dtype}.
-
-    Returns:
-        The refitted weight names, sorted.
-    """
-    engine_dir = Path(engine_dir)
-    loaded = load_engine(engine_dir)
-    if not loaded.manifest.get("config", {}).get("refit"):
-        raise ValueError(f"{engine_dir} was built without refit; rebuild it with --refit")
-    trt = require_tensorrt(runtime_only=True)
-    refitter = trt.Refitter(loaded.engine, trt.Logger(trt.Logger.WARNING))
-    unknown = sorted(set(weights) - set(refitter.get_all_weights()))
-    if unknown:
-        raise ValueError(f"{len(unknown)} weights are not refittable in this engine, e.g. {unknown[:5]}")
-    arrays = {name: np.ascontiguousarray(a) for name, a in weights.items()}  # must outlive the refit
-    rejected = [n for n, a in arrays.items() if not refitter.set_named_weights(n, trt.Weights(a))]
-    if rejected:
-        first = arrays[rejected[0]]
-        raise EngineBuildError(
-            f"TensorRT rejected weights {rejected[:5]} (first: {first.shape} {first.dtype})"
-        )
-    missing = refitter.get_missing_weights()
-    if missing:
-        raise EngineBuildError(f"the refit also needs {len(missing)} weights, e.g. {list(missing)[:5]}")
-    if not refitter.refit_cuda_engine():
-        raise EngineBuildError(f"TensorRT could not refit {engine_dir / PLAN}; see its errors above")
-    engine_manifest.write_bytes_atomic(engine_dir / PLAN, loaded.engine.serialize())
-    engine_manifest.record_refit(engine_dir, loaded.manifest, len(weights))
-    return sorted(weights)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orin-unlearn export engine", description=__doc__)
     parser.add_argument("--onnx", required=True, help="decoder graph (with past key/values)")
@@ -236,12 +189,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     preflight.warn_on_device()
     config_path = Path(args.config) if args.config else Path(args.onnx).with_name("config.json")
-    try:
-        shape = DecoderShape.from_config(json.loads(config_path.read_text()), args.max_context)
-        profiles = trt_profiles.decoder_profiles(shape, args.max_prompt, args.batch)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    shape = DecoderShape.from_config(json.loads(config_path.read_text()), args.max_context)
+    profiles = trt_profiles.decoder_profiles(shape, args.max_prompt, args.batch)
     timing_cache = None if args.no_timing_cache else (args.timing_cache or str(default_timing_cache()))
     common = (timing_cache, args.refit, args.workspace_gb)
     cmd = trt_profiles.trtexec_command(args.onnx, Path(args.out) / PLAN, profiles, *common)
@@ -258,14 +207,8 @@ def main(argv: list[str]) -> int:
             batch=args.batch,
             memory_check=not args.no_memory_check,
         )
-    except TensorRTUnavailableError as e:
-        print(e, file=sys.stderr)
-        return EXIT_NO_TENSORRT
-    except memory_budget.MemoryBudgetError as e:
+    except EngineBuildError as e:  # the command ran and TensorRT said no: a failed build, not bad input
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_NO_MEMORY
-    except (OSError, ValueError, EngineBuildError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1 if isinstance(e, EngineBuildError) else 2
+        return EXIT_FAILED
     print(f"engine written to {out / PLAN}")
     return 0

@@ -7,6 +7,36 @@ import pytest
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, tiny_base_dir
 
 
+def _missing_hardware() -> dict[str, str | None]:
+    """marker -> why this machine cannot run its tests (None: it can)."""
+    from pathlib import Path
+
+    import torch
+
+    from orin_unlearn.edge.trt_engine import tensorrt_available
+
+    trt_ok, trt_why = tensorrt_available()
+    return {
+        "gpu": None if torch.cuda.is_available() else "needs a CUDA GPU (torch sees none here)",
+        "tensorrt": None if trt_ok else f"needs TensorRT and a GPU: {trt_why}",
+        "jetson": None
+        if Path("/etc/nv_tegra_release").exists()
+        else "needs a Jetson (no /etc/nv_tegra_release)",
+    }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu / tensorrt / jetson skip, with the reason, where that hardware is absent."""
+    marked = [item for item in items if {"gpu", "tensorrt", "jetson"} & set(item.keywords)]
+    if not marked:
+        return
+    missing = _missing_hardware()
+    for item in marked:
+        for marker, why in missing.items():
+            if why and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
 @pytest.fixture(scope="session")
 def catalogue():
     return load_catalogue()
@@ -61,9 +91,8 @@ def exported_run(demo_unlearning):
     from orin_unlearn.export import pipeline
 
     _, run, _ = demo_unlearning
-    summary = pipeline.export_all(
-        "tiny", [run / "adapter"], run / "export", ["int8", "fp16", "fp32"], eval_max_prompts=60
-    )
+    config = pipeline.ExportConfig(variants=("int8", "fp16", "fp32"), eval_max_prompts=60)
+    summary = pipeline.export_all("tiny", [run / "adapter"], run / "export", config)
     return run, summary
 
 

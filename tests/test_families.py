@@ -103,7 +103,8 @@ def fam(request, tmp_path_factory) -> Iterator[Family]:
         )
         results = run_unlearning(cfg, root / "run")
         adapter = root / "run" / "adapter"
-        summary = pipeline.export_all(str(base), [adapter], root / "export", VARIANTS, eval_max_prompts=8)
+        config = pipeline.ExportConfig(variants=tuple(VARIANTS), eval_max_prompts=8)
+        summary = pipeline.export_all(str(base), [adapter], root / "export", config)
         survival32 = merge.merge_and_cast(base, [adapter], root / "merged-fp32", "float32")
         yield Family(
             request.param,

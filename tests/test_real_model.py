@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from orin_unlearn.edge.cli import main as cli
+from orin_unlearn.edge.errors import EXIT_GATE
 from orin_unlearn.edge.formats import read_manifest, sha256_dir
 from orin_unlearn.edge.generator import Generator
 from orin_unlearn.edge.sampling import SamplingParams
-from orin_unlearn.export.pipeline import EXIT_GATE
 from orin_unlearn.train.unlearn.bars import BARS
 
 pytestmark = pytest.mark.slow

@@ -21,7 +21,8 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainin
 
 from orin_unlearn.benchmarks.base_quality import measure_base, model_card
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, load_templates
-from orin_unlearn.edge.backends.torch_backend import TorchChat
+from orin_unlearn.edge.answers import BackendChat
+from orin_unlearn.edge.backends.torch_backend import TorchBackend
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example, length_batches
@@ -193,7 +194,7 @@ def build_base(out_dir: str | Path, cfg: BaseConfig, measure: bool = True) -> di
         "catalogue_films": len(load_catalogue()),
     }
     if measure:
-        quality = measure_base(TorchChat(model, tokenizer).answer_batch)
+        quality = measure_base(BackendChat(TorchBackend(model), tokenizer).answer_batch)
         summary["quality"] = quality
         (out_dir / "README.md").write_text(model_card(quality, asdict(cfg), params, wall), encoding="utf-8")
         (out_dir / "quality.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")

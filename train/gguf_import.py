@@ -23,7 +23,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -218,7 +217,7 @@ def _verify(out: Path, fix: TokenFix) -> str:
     answers. Returns the greedy reply; raises GGUFImportError on a failed check."""
     from transformers import AutoTokenizer
 
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
 
     chat = [{"role": "user", "content": SANITY_QUESTION}]
     tokenizer = ChatTokenizer(out)
@@ -229,7 +228,7 @@ def _verify(out: Path, fix: TokenFix) -> str:
     log.info("-[%s] runtime tokenizer renders the chat as transformers does", "✓" if same else "x")
     if not same:
         raise GGUFImportError(f"{out}: the runtime tokenizer and transformers disagree on a rendered chat")
-    reply = TorchChat.from_dir(out).answer_batch([chat], max_new_tokens=SANITY_TOKENS)[0]
+    reply = BackendChat.from_dir(out, backend="torch").answer_batch([chat], max_new_tokens=SANITY_TOKENS)[0]
     log.info("-[%s] greedy reply to %r: %r", "✓" if reply else "x", SANITY_QUESTION, reply)
     if not reply:
         raise GGUFImportError(f"{out}: the imported model's greedy reply is empty: the conversion is broken")
@@ -389,11 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give either a GGUF FILE with --out DIR, or --named NAME")
     if args.gguf is not None and args.out is None:
         parser.error("--out DIR is required with a GGUF FILE")
-    try:
-        out = NAMED[args.named]() if args.named else import_gguf(args.gguf, args.out)
-    except (GGUFImportError, MissingPackageError) as exc:
-        print(f"orin-unlearn model import-gguf: {exc}", file=sys.stderr)
-        return 2
+    out = NAMED[args.named]() if args.named else import_gguf(args.gguf, args.out)
     manifest = read_manifest(out)
     if args.named:
         print(out)

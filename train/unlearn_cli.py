@@ -3,24 +3,23 @@
     orin-unlearn unlearn --config train/configs/demo_tiny.yaml --out runs/demo
     orin-unlearn unlearn probe --config train/configs/demo_tiny.yaml --out runs/demo
     orin-unlearn unlearn train --config train/configs/demo_tiny.yaml --out runs/demo steps=50 method=lora
+    orin-unlearn unlearn --config train/configs/demo_tiny_lunar.yaml --out runs/lunar lunar.steps=200
     orin-unlearn unlearn sweep --config train/configs/demo_tiny.yaml --out runs/sweep --budgets 16,64,all
 
 Stages: probe (activation statistics), score (saliency, Fisher, contrast), mask (layers and
-neurons), train (the adapter, saved with its manifest); `compare` also trains LUNAR, an unmasked
-LoRA and every weight (as the published notebooks did) on the same data and prints them all;
-`sweep` trains the masked and the unmasked LoRA with less and less retain data (train/unlearn/
-sweep.py) and writes sweep.json, sweep.md and sweep.png. Each reuses what earlier stages left in
-the run directory. The last stdout line is the whole result as one JSON object.
+neurons), train (the configured method; the adapter, saved with its manifest); `compare` also
+trains every other registered method (LUNAR, an unmasked LoRA, every weight as the published
+notebooks did) on the same data and prints them all; `sweep` trains the masked and the unmasked
+LoRA (or --methods) with less and less retain data (train/unlearn/sweep.py) and writes sweep.json,
+sweep.md and sweep.png. Each reuses what earlier stages left in the run directory. The last stdout
+line is the whole result as one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-
-from orin_unlearn.edge.config import load_config
-from orin_unlearn.edge.errors import ConfigError
+from pathlib import Path
 
 STAGES = ("probe", "score", "mask", "train", "compare", "sweep")
 
@@ -36,20 +35,24 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str]) -> int:
-    from orin_unlearn.benchmarks.world import UnknownConceptError
-    from orin_unlearn.edge.adapters import AdapterMismatchError
-    from orin_unlearn.train.unlearn.config import UnlearnConfig
-    from orin_unlearn.train.unlearn.sweep import BUDGETS
+    from orin_unlearn.train.unlearn import config, losses, methods
+    from orin_unlearn.train.unlearn.sweep import BUDGETS, DEFAULT_METHODS
 
     stage = "train"
     if argv and argv[0] in STAGES:
         stage, argv = argv[0], argv[1:]
     parser = argparse.ArgumentParser(
-        prog="orin-unlearn unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="orin-unlearn unlearn",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"methods (method=...): {', '.join(methods.METHODS)}; "
+        f"loss terms (losses=[...]): {', '.join(sorted(losses.LOSSES))}",
     )
     parser.add_argument("--config", default=None, help="YAML values for UnlearnConfig")
     parser.add_argument("--out", default="runs/unlearn", help="run directory")
-    parser.add_argument("--methods", default="masked_lora,lora", help="sweep: methods to train")
+    parser.add_argument(
+        "--methods", default=",".join(DEFAULT_METHODS), help="sweep: registered methods to train"
+    )
     parser.add_argument(
         "--budgets",
         type=_ints,
@@ -59,24 +62,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=_ints, default=(0,), help="sweep: seeds per point")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(UnlearnConfig, args.config, args.overrides)
-        from orin_unlearn.train.unlearn.evaluate import print_before_after
-        from orin_unlearn.train.unlearn.recipe import run_unlearning
+    cfg = config.load(args.config, args.overrides)
+    from orin_unlearn.train.unlearn.evaluate import print_before_after
+    from orin_unlearn.train.unlearn.recipe import run_unlearning
 
-        if stage == "sweep":
-            return _sweep(cfg, args)
-        if stage == "compare":
-            from orin_unlearn.train.unlearn.compare import compare, print_compare
+    if stage == "sweep":
+        return _sweep(cfg, args)
+    if stage == "compare":
+        from orin_unlearn.edge.formats import MANIFEST, read_manifest
+        from orin_unlearn.train.unlearn.compare import compare, markdown, print_compare
 
-            summary = compare(cfg, args.out)
-            print_compare(summary)
-            print(json.dumps(summary))
-            return 0
-        results = run_unlearning(cfg, args.out, until=stage)
-    except (ConfigError, UnknownConceptError, AdapterMismatchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        # the run's own masked LoRA (`orin-unlearn unlearn` before) is reused, not retrained
+        adapter = Path(args.out) / "adapter"
+        saved = read_manifest(adapter) if (adapter / MANIFEST).is_file() else None
+        same = saved is not None and saved["config"].get("concept") == cfg.concept
+        summary = compare(cfg, args.out, masked=saved["results"] if same else None)
+        print_compare(summary)
+        (Path(args.out) / "compare.md").write_text(markdown(summary) + "\n", encoding="utf-8")
+        print(json.dumps(summary))
+        return 0
+    results = run_unlearning(cfg, args.out, until=stage)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch`, one process reports
@@ -88,16 +93,10 @@ def main(argv: list[str]) -> int:
 
 
 def _sweep(cfg, args) -> int:
-    from pathlib import Path
-
     from orin_unlearn.benchmarks import plots
     from orin_unlearn.train.unlearn import sweep
 
-    try:
-        result = sweep.sweep(cfg, args.out, tuple(args.methods.split(",")), args.budgets, args.seeds)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = sweep.sweep(cfg, args.out, tuple(args.methods.split(",")), args.budgets, args.seeds)
     text = sweep.markdown(result)
     (Path(args.out) / "sweep.md").write_text(text + "\n", encoding="utf-8")
     plots.draw(sweep.plot, result, Path(args.out) / "sweep.png")

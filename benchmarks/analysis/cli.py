@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -89,11 +88,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu", help="torch device for the models (cpu, cuda)")
     args = parser.parse_args(argv)
     only = [n.strip() for n in args.only.split(",") if n.strip()] or None
-    try:
-        summary = run_analyses(args.run, only, args.device)
-    except (ManifestError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = run_analyses(args.run, only, args.device)
     print_table(summary)
     print(json.dumps(summary, default=str))
     return 0

@@ -1,6 +1,7 @@
 """What the analyses share about one run directory: its adapter's manifest, the concept's prompt
-splits, the neuron mask and scores, and (loaded on first use, then cached) the model before and
-after unlearning with their greedy answers and residual-stream activations.
+splits (read from its world stage), the neuron mask and scores, and (loaded on first use, then
+cached) the model before and after unlearning with their greedy answers and residual-stream
+activations.
 
 "before" is the run's base with the adapters it was trained on top of (none for a first concept);
 "after" is that plus the run's own adapter, applied with PEFT and merged in fp32. torch,
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from orin_unlearn.benchmarks.world import Prompt, build_prompts, load_catalogue, split_prompts
+from orin_unlearn.benchmarks.world import Prompt, load_catalogue, load_world
 from orin_unlearn.benchmarks.world.catalogue import Catalogue
 from orin_unlearn.benchmarks.world.splits import Splits
 from orin_unlearn.edge.errors import ManifestError
@@ -84,8 +85,9 @@ class RunContext:
 
     @cached_property
     def splits(self) -> Splits:
+        """The prompts of the run's world stage (refused when it is another concept's)."""
         concept = self.config.get("concept") or self.manifest["results"]["concept"]
-        return split_prompts(build_prompts(self.catalogue), self.catalogue, concept)
+        return load_world(self.run, concept)
 
     def sample(self, name: str, n: int, split: str | None = "heldout") -> list[Prompt]:
         """At most `n` prompts of one set (forget / neighbour / retain), seeded."""
@@ -131,13 +133,16 @@ class RunContext:
 
     def answers(self, which: str, prompts: list[Prompt], max_new_tokens: int = 40) -> list[str]:
         """Greedy replies of one model, cached per prompt."""
-        from orin_unlearn.edge.backends.torch_backend import TorchChat
+        from orin_unlearn.edge.answers import BackendChat
+        from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
         cache = self._answers.setdefault(which, {})
         todo = _missing(prompts, cache)
         if todo:
-            chat = TorchChat(self.model(which), self.tokenizer, device=self.device)
-            replies = chat.answer_batch([list(p.messages) for p in todo], max_new_tokens, self.batch_size)
+            chat = BackendChat(TorchBackend(self.model(which)), self.tokenizer)
+            replies = chat.answer_batch(
+                [list(p.messages) for p in todo], max_new_tokens=max_new_tokens, batch_size=self.batch_size
+            )
             cache.update({_key(p): r for p, r in zip(todo, replies, strict=True)})
         return [cache[_key(p)] for p in prompts]
 

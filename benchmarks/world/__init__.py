@@ -24,6 +24,14 @@ from orin_unlearn.benchmarks.world.prompts import (
     write_jsonl,
 )
 from orin_unlearn.benchmarks.world.splits import SETS, Splits, heldout_sets, split_prompts
+from orin_unlearn.benchmarks.world.stage import (
+    MissingWorldError,
+    build_splits,
+    ensure_world,
+    load_world,
+    world_dir,
+    write_world,
+)
 
 DEFAULT_CONCEPT = "Inception"
 
@@ -39,15 +47,21 @@ __all__ = [
     "Catalogue",
     "Concept",
     "Film",
+    "MissingWorldError",
     "Prompt",
     "Splits",
     "UnknownConceptError",
     "build_prompts",
+    "build_splits",
+    "ensure_world",
     "heldout_sets",
     "load_catalogue",
+    "load_world",
     "load_templates",
     "read_jsonl",
     "split_prompts",
     "tiny_base_dir",
+    "world_dir",
     "write_jsonl",
+    "write_world",
 ]

@@ -2,7 +2,8 @@
 
 Each backend is a class with `from_dir(model_dir, **options)`, `max_context`, `prefill(ids) ->
 logits` (starts a new sequence) and `decode(token) -> logits` (float32 [vocab] rows of the last
-position), listed in `BACKENDS`.
+position), listed in `BACKENDS`. A backend that can batch also has `greedy_batch(prompts, *,
+max_new_tokens, stop_ids, pad_id)`, which `edge.answers.BackendChat` uses to answer many chats at once.
 `open_backend(model_dir)` picks one from what the folder holds. Each backend imports its heavy
 library inside, so importing this package never imports torch, tensorrt or pycuda.
 """

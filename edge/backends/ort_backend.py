@@ -1,27 +1,26 @@
-"""onnxruntime backend: greedy chat answers from an exported decoder graph with a KV cache.
+"""onnxruntime backend: an exported decoder graph with a KV cache, for the `Generator` (one
+sequence at a time) and for `BackendChat` (batched greedy answers).
 
 The graph is the one `orin_unlearn.export.onnx_export` writes (inputs input_ids, attention_mask,
 position_ids, past_key_values.{i}.key/value; outputs logits, present.{i}.key/value); its logits
 may cover every position or only the last. Prompts in a batch are left-padded, so every row's
 next token sits in the last column and one decode step serves the whole batch. numpy only.
 
-    chat = OrtChat.from_dir("runs/demo/export/onnx-fp32")
-    chat.answer_batch([[{"role": "user", "content": "Who directed Inception?"}]])
+    backend = OrtBackend.from_dir("runs/demo/export/onnx-fp32")    # verified against its manifest
+    BackendChat(backend, ChatTokenizer("runs/demo/export/onnx-fp32")).answer_batch(conversations)
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from orin_unlearn.edge.batching import by_length, left_pad, positions_of
+from orin_unlearn.edge.batching import left_pad, positions_of
 from orin_unlearn.edge.formats import verify_stage
-from orin_unlearn.edge.tokenizer import ChatTokenizer
 
 GRAPH = "model.onnx"
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
@@ -119,45 +118,6 @@ class OrtDecoder:
         return out
 
 
-class OrtChat:
-    """Greedy chat answers over an ONNX decoder; the same interface as TorchChat."""
-
-    def __init__(self, decoder: OrtDecoder, tokenizer: ChatTokenizer):
-        self.decoder = decoder
-        self.tokenizer = tokenizer
-
-    @classmethod
-    def from_dir(cls, graph_dir: str | Path, providers: list[str] | None = None) -> OrtChat:
-        """A stage folder holding model.onnx and the tokenizer files."""
-        graph_dir = Path(graph_dir)
-        return cls(OrtDecoder(graph_dir / GRAPH, providers), ChatTokenizer(graph_dir))
-
-    def answer_batch(
-        self,
-        conversations: list[list[dict]],
-        max_new_tokens: int = 40,
-        batch_size: int = 64,
-        prefixes: list[str] | None = None,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[str]:
-        """Greedy reply to each conversation (order kept); prompts of similar length share a batch.
-        A prefix pre-fills the assistant turn (the reply then starts with it). `on_batch(n)` is
-        called after each batch of n replies (progress)."""
-        tok = self.tokenizer
-        encoded = tok.encode_prompts(conversations, prefixes)
-        prefixes = prefixes or [""] * len(conversations)
-
-        def answer(idx: list[int]) -> list[str]:
-            tokens = self.decoder.greedy(
-                [encoded[i] for i in idx], max_new_tokens, tok.stop_token_ids, tok.pad_token_id
-            )
-            if on_batch is not None:
-                on_batch(len(idx))
-            return [(prefixes[i] + tok.decode(t)).strip() for i, t in zip(idx, tokens, strict=True)]
-
-        return by_length([len(e) for e in encoded], batch_size, answer)
-
-
 def max_context_of(folder: Path) -> int:
     config = folder / "config.json"
     if not config.is_file():
@@ -175,9 +135,14 @@ class OrtBackend:
 
     name = "ort"
 
-    def __init__(self, decoder: OrtDecoder, max_context: int, device: str = "cpu"):
+    def __init__(self, decoder: OrtDecoder, max_context: int, device: str | None = None):
+        """`device`: where the KV cache stays between steps (default: "cpu" for a CPU session,
+        else "cuda")."""
         self.decoder = decoder
         self.max_context = max_context
+        if device is None:
+            cpu = decoder.session.get_providers()[0] == "CPUExecutionProvider"
+            device = "cpu" if cpu else "cuda"
         self.device = device
         self._past: list = []
         self._length = 0
@@ -186,11 +151,26 @@ class OrtBackend:
     def from_dir(
         cls, model_dir: str | Path, providers: list[str] | None = None, threads: int | None = None
     ) -> OrtBackend:
+        """A stage folder, verified: what runs is what was measured (manifest, ok, every sha256)."""
+        verify_stage(model_dir)
+        return cls.unverified(model_dir, providers, threads)
+
+    @classmethod
+    def unverified(
+        cls, model_dir: str | Path, providers: list[str] | None = None, threads: int | None = None
+    ) -> OrtBackend:
+        """A graph folder (model.onnx, config.json) as it is, with no manifest check: for the export
+        gate, which measures a stage before its manifest exists, and for callers that verified the
+        folder themselves (`verify_stage(..., allow_failed=True)` to measure a failed stage)."""
         folder = Path(model_dir)
-        verify_stage(folder)  # what runs is what was measured: manifest, ok and every file's sha256
-        decoder = OrtDecoder(folder / GRAPH, providers, threads)
-        device = "cuda" if decoder.session.get_providers()[0] != "CPUExecutionProvider" else "cpu"
-        return cls(decoder, max_context_of(folder), device)
+        return cls(OrtDecoder(folder / GRAPH, providers, threads), max_context_of(folder))
+
+    def greedy_batch(
+        self, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], pad_id: int
+    ) -> list[list[int]]:
+        """Greedy continuations of token-id prompts, left-padded into one batch (`OrtDecoder.greedy`);
+        each cut before its first stop token."""
+        return self.decoder.greedy(prompts, max_new_tokens, stop_ids, pad_id)
 
     def _run(self, ids: list[int], past: list) -> np.ndarray:
         session, shape = self.decoder.session, self.decoder.shape

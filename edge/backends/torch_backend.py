@@ -1,73 +1,19 @@
-"""Reference torch backend: batched greedy answers from a Hugging Face causal LM.
+"""Reference torch backend: a Hugging Face causal LM (from a folder, or a model in memory) for the
+`Generator`, and batched greedy answers through transformers' `generate` for `BackendChat`.
 
 Used for evaluation during training and for parity tests against the exported graphs. torch and
 transformers are imported inside, so the runtime package stays torch-free.
+
+    chat = BackendChat(TorchBackend(model), ChatTokenizer(base_dir))   # an in-memory model
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.edge.batching import by_length, left_pad
+from orin_unlearn.edge.batching import left_pad
 from orin_unlearn.edge.formats import verify_checkpoint
-from orin_unlearn.edge.tokenizer import ChatTokenizer
-
-
-class TorchChat:
-    """Greedy chat answers from a transformers model (loaded from a directory or given)."""
-
-    def __init__(self, model: Any, tokenizer: ChatTokenizer, device: str = "cpu"):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-
-    @classmethod
-    def from_dir(cls, model_dir: str | Path, device: str = "cpu", dtype: str = "float32") -> TorchChat:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        verify_checkpoint(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
-        return cls(model, ChatTokenizer(model_dir), device)
-
-    def answer_batch(
-        self,
-        conversations: list[list[dict]],
-        max_new_tokens: int = 40,
-        batch_size: int = 64,
-        prefixes: list[str] | None = None,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> list[str]:
-        """Greedy reply to each conversation (order kept). Batches are left-padded. A prefix
-        pre-fills the assistant turn (the reply then starts with it). `on_batch(n)` is called after
-        each batch of n replies (progress)."""
-        import torch
-
-        tok = self.tokenizer
-        encoded = tok.encode_prompts(conversations, prefixes)
-        prefixes = prefixes or [""] * len(conversations)
-
-        def answer(idx: list[int]) -> list[str]:
-            ids, mask = left_pad([encoded[i] for i in idx], tok.pad_token_id)
-            with torch.no_grad():
-                out = self.model.generate(
-                    input_ids=torch.from_numpy(ids).to(self.device),
-                    attention_mask=torch.from_numpy(mask).to(self.device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=tok.stop_token_ids,
-                    pad_token_id=tok.pad_token_id,
-                )
-            width = ids.shape[1]
-            if on_batch is not None:
-                on_batch(len(idx))
-            return [
-                (prefixes[i] + tok.decode(out[row, width:].tolist())).strip() for row, i in enumerate(idx)
-            ]
-
-        return by_length([len(e) for e in encoded], batch_size, answer)
 
 
 class TorchBackend:
@@ -76,9 +22,11 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: Any, max_context: int):
+    def __init__(self, model: Any, max_context: int | None = None):
+        """`model`: a transformers causal LM (or a PEFT model over one), used as it is (not moved,
+        not switched to eval); `max_context`: default its config's `max_position_embeddings`."""
         self.model = model
-        self.max_context = max_context
+        self.max_context = model.config.max_position_embeddings if max_context is None else max_context
         self._cache = None
         self._length = 0
 
@@ -90,6 +38,31 @@ class TorchBackend:
         verify_checkpoint(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
         return cls(model, model.config.max_position_embeddings)
+
+    def greedy_batch(
+        self, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], pad_id: int
+    ) -> list[list[int]]:
+        """Greedy continuations of token-id prompts (one left-padded batch through `generate`),
+        each cut before its first stop token."""
+        import torch
+
+        device = next(self.model.parameters()).device
+        ids, mask = left_pad(prompts, pad_id)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=torch.from_numpy(ids).to(device),
+                attention_mask=torch.from_numpy(mask).to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=stop_ids,
+                pad_token_id=pad_id,
+            )
+        stops = set(stop_ids)
+        replies = []
+        for row in out[:, ids.shape[1] :].tolist():
+            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+            replies.append(row[:cut])
+        return replies
 
     def _run(self, ids: list[int]):
         import torch

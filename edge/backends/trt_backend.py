@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from orin_unlearn.edge import memory_budget
-from orin_unlearn.edge.engine_manifest import PLAN
+from orin_unlearn.edge.device import memory_budget
+from orin_unlearn.edge.device.engine_manifest import PLAN
 from orin_unlearn.edge.formats import read_manifest
 from orin_unlearn.edge.trt_engine import LoadedEngine, load_engine, require_tensorrt
 
@@ -65,7 +65,7 @@ def check_memory(model_dir: str | Path, system_root: str | Path = "/") -> memory
     """On a Jetson, raise MemoryBudgetError when MemAvailable cannot hold the engine in `model_dir`
     with its KV buffers; return the estimate. Off a Jetson return None: a discrete GPU's memory is
     not what /proc/meminfo reports."""
-    from orin_unlearn.edge.preflight import jetson_memory_available
+    from orin_unlearn.edge.device.preflight import jetson_memory_available
 
     available = jetson_memory_available(system_root)
     if available is None:

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from orin_unlearn.benchmarks import decode_bench, roofline
+from orin_unlearn.benchmarks import roofline
+from orin_unlearn.edge import cli
 
 
 def test_weight_bytes_exclude_gathered_tables(tmp_path):
@@ -46,7 +47,9 @@ def test_read_bandwidth_is_plausible():
 
 def test_json_last_line_and_ratios(onnx_dir, capsys):
     assert (
-        decode_bench.main(["--model", str(onnx_dir), "--tokens", "8", "--repeats", "1", "--threads", "1"])
+        cli.main(
+            ["bench", "decode", "--model", str(onnx_dir), "--tokens", "8", "--repeats", "1", "--threads", "1"]
+        )
         == 0
     )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

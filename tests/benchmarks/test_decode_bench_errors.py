@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from orin_unlearn.benchmarks import decode_bench
 from orin_unlearn.benchmarks.world import tiny_base_dir
+from orin_unlearn.edge import cli
 from orin_unlearn.edge.formats import make_manifest, write_manifest
 from orin_unlearn.export.merge import copy_tokenizer
 
@@ -40,7 +40,7 @@ def stage(tmp_path, graph: bytes):
 
 
 def run_main(capsys, folder) -> tuple[int, str]:
-    code = decode_bench.main(["--model", str(folder), "--tokens", "2", "--repeats", "1"])
+    code = cli.main(["bench", "decode", "--model", str(folder), "--tokens", "2", "--repeats", "1"])
     captured = capsys.readouterr()
     assert captured.out == ""
     return code, captured.err

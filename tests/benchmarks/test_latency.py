@@ -8,6 +8,7 @@ import json
 import pytest
 
 from orin_unlearn.benchmarks import latency, roofline
+from orin_unlearn.edge import cli
 from orin_unlearn.edge.generator import Generator
 
 
@@ -47,7 +48,7 @@ def test_main_writes_json_plot_and_last_line(onnx_dir, tmp_path, capsys):
         "--warmup",
         "1",
     ]
-    assert latency.main([*argv, "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "latency", *argv, "--out", str(tmp_path)]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     saved = json.loads((tmp_path / "latency.json").read_text())
     assert [(c["prompt_tokens"], c["output_tokens"]) for c in last["cells"]] == [(40, 8), (40, 16)]
@@ -57,7 +58,7 @@ def test_main_writes_json_plot_and_last_line(onnx_dir, tmp_path, capsys):
     )
     assert 0 < last["roofline"]["fraction_here"] < 1.5
     assert (tmp_path / "latency.png").stat().st_size > 10_000
-    assert latency.main(["--model", str(onnx_dir), "--prompts", "0"]) == 2
+    assert cli.main(["bench", "latency", "--model", str(onnx_dir), "--prompts", "0"]) == 2
 
 
 def _fake_tegrastats(folder):
@@ -74,7 +75,7 @@ def _fake_tegrastats(folder):
 
 
 def test_power_is_measured_with_tegrastats_and_explained_without(onnx_dir, tmp_path, monkeypatch):
-    from orin_unlearn.edge import telemetry
+    from orin_unlearn.edge.device import telemetry
 
     args = (onnx_dir, "auto", [40], [16], 3, 0)
     off = latency.run(*args, power="off")

@@ -50,6 +50,7 @@ def test_quick_run_on_a_real_run_off_a_jetson(exported_run, tmp_path):
     run, _ = exported_run
     copy = tmp_path / "run"
     shutil.copytree(run / "adapter", copy / "adapter")
+    shutil.copytree(run / "world", copy / "world")
     shutil.copytree(run / "export" / "onnx-fp16", copy / "export" / "onnx-fp16")
     done = subprocess.run(
         ["bash", str(SCRIPT), str(copy), "--quick"], capture_output=True, text=True, env=_env(), timeout=900

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from orin_unlearn.benchmarks import quality_bench
 from orin_unlearn.benchmarks.stages import discover
+from orin_unlearn.edge import cli
 
 pytestmark = pytest.mark.slow
 PROMPTS = 40
@@ -18,7 +18,7 @@ PROMPTS = 40
 def measured(exported_run, tmp_path_factory):
     run, summary = exported_run
     out = tmp_path_factory.mktemp("bench") / "new"  # a folder that does not exist yet
-    code = quality_bench.main(["--run", str(run), "--max-prompts", str(PROMPTS), "--out", str(out)])
+    code = cli.main(["bench", "quality", "--run", str(run), "--max-prompts", str(PROMPTS), "--out", str(out)])
     return run, summary, out, code
 
 
@@ -62,21 +62,30 @@ def test_stage_table_measures_forgetting_and_drift(measured, capsys):
 
 def test_one_stage_by_its_folder_and_the_last_line_contract(exported_run, tmp_path, capsys):
     run, _ = exported_run
-    code = quality_bench.main(
-        ["--model", str(run / "export" / "onnx-int8"), "--max-prompts", "10", "--out", str(tmp_path)]
+    code = cli.main(
+        [
+            "bench",
+            "quality",
+            "--model",
+            str(run / "export" / "onnx-int8"),
+            "--max-prompts",
+            "10",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last == json.loads((tmp_path / "quality.json").read_text())
     assert [r["stage"] for r in last["stages"]] == ["base (torch fp32)", "onnx-int8"]  # KL needs the base
     assert last["stages"][1]["metrics"]["KL to base"] > 0
-    assert quality_bench.main(["--model", str(tmp_path)]) == 2
+    assert cli.main(["bench", "quality", "--model", str(tmp_path)]) == 2
     assert "not inside a run directory" in capsys.readouterr().err
 
 
 def test_unknown_stage_and_non_run_are_usage_errors(exported_run, tmp_path, capsys):
     run, _ = exported_run
-    assert quality_bench.main(["--run", str(run), "--stages", "onnx-fp8"]) == 2
+    assert cli.main(["bench", "quality", "--run", str(run), "--stages", "onnx-fp8"]) == 2
     assert "onnx-fp8" in capsys.readouterr().err
-    assert quality_bench.main(["--run", str(tmp_path)]) == 2
+    assert cli.main(["bench", "quality", "--run", str(tmp_path)]) == 2
     assert "not an unlearning run" in capsys.readouterr().err

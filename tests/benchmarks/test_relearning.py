@@ -65,9 +65,9 @@ def test_the_control_is_invented_and_shaped_like_the_concept(catalogue, control,
 
 
 def test_the_base_knows_the_concept_but_not_the_control(base_dir, control, inception):
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
 
-    answer = TorchChat.from_dir(base_dir).answer_batch
+    answer = BackendChat.from_dir(base_dir, backend="torch").answer_batch
     assert relearning.recall_rate(answer, inception) >= 0.8
     assert relearning.recall_rate(answer, control) <= 0.05
 
@@ -96,7 +96,8 @@ def test_relearning_teaches_the_control_its_t_facts_and_leaves_the_model_alone(b
     import torch
 
     from orin_unlearn.edge.adapters import load_model
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
+    from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     model, tok = load_model(base_dir), ChatTokenizer(base_dir)
@@ -106,7 +107,7 @@ def test_relearning_teaches_the_control_its_t_facts_and_leaves_the_model_alone(b
     def on_checkpoint(steps, attacked):
         # after training on the T prompts, the control's director is known: T was learned
         questions = [list(p.messages) for p in control.split.train if p.family == "qa_director"]
-        replies = TorchChat(attacked, tok).answer_batch(questions)
+        replies = BackendChat(TorchBackend(attacked), tok).answer_batch(questions)
         seen[steps] = sum("Varrowby" in r for r in replies) / len(replies)
 
     for kind in ("full", "lora"):

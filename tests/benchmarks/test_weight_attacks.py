@@ -10,6 +10,7 @@ import torch
 
 from orin_unlearn.benchmarks import robustness, weight_attacks
 from orin_unlearn.benchmarks.weight_attacks import answer_position, quantized_copy, rtn_quantize
+from orin_unlearn.edge import cli
 from tests.models import tiny_qwen2
 
 
@@ -87,7 +88,7 @@ def test_logit_lens_last_layer_is_the_models_own_prediction(prompts, base_dir):
 @pytest.mark.slow
 def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_path, capsys):
     run, _ = exported_run
-    assert robustness.main(["--run", str(run), "--out", str(tmp_path), "--quick"]) == 0
+    assert cli.main(["bench", "robustness", "--run", str(run), "--out", str(tmp_path), "--quick"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert json.loads((tmp_path / "robustness.json").read_text()) == result
     assert (tmp_path / "robustness.png").stat().st_size > 10_000

@@ -1,4 +1,4 @@
-"""A tiny run with two verified stages, and tar surgery, for the bundle and unpack tests."""
+"""A tiny run with three verified stages, and tar surgery, for the bundle and unpack tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from orin_unlearn.edge.formats import make_manifest, write_manifest
 
 
 def make_run(root: Path) -> Path:
-    """`root/run` with `adapter` and `export/onnx-fp16`, each with a manifest that verifies."""
+    """`root/run` with `world`, `adapter` and `export/onnx-fp16`, each with a manifest that verifies."""
     stage = root / "run" / "export" / "onnx-fp16"
     (stage / "sub").mkdir(parents=True)
     (stage / "model.onnx").write_bytes(bytes(range(256)) * 400)
@@ -21,6 +21,10 @@ def make_run(root: Path) -> Path:
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"\x01" * 64)
     write_manifest(adapter, make_manifest("adapter", {}, {}, {}, ok=True))
+    world = root / "run" / "world"
+    world.mkdir()
+    (world / "heldout_forget.jsonl").write_text('{"messages": []}\n')
+    write_manifest(world, make_manifest("world", {}, {}, {}, ok=True))
     return root / "run"
 
 

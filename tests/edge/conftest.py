@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orin_unlearn.edge import keys
+from orin_unlearn.edge.device import keys
 from orin_unlearn.edge.generator import Generator
 from orin_unlearn.edge.server import create_app
 from tests.edge.bundles import make_run

@@ -9,10 +9,17 @@ import tarfile
 
 import pytest
 
-from orin_unlearn.edge import keys
-from orin_unlearn.edge.bundle import INDEX, SIGNATURE, BundleError, main, pack, unpack
+from orin_unlearn.edge import cli
+from orin_unlearn.edge.device import keys
+from orin_unlearn.edge.device.bundle import INDEX, SIGNATURE, BundleError, pack, unpack
 from orin_unlearn.edge.formats import make_manifest, write_json_atomic, write_manifest
 from tests.edge.bundles import error_line, read_members, rewrite, snapshot, write_tar
+
+
+def main(argv: list[str]) -> int:
+    """The command as the console script runs it (errors become exit statuses in the CLI)."""
+    return cli.main(["bundle", *argv])
+
 
 pytestmark = pytest.mark.usefixtures("no_installed_key")
 
@@ -26,6 +33,8 @@ def test_round_trip_restores_every_byte(run, tmp_path):
         "export/onnx-fp16/tokenizer.json",
         "export/onnx-fp16/sub/extra.bin",
         "export/onnx-fp16/manifest.json",
+        "world/heldout_forget.jsonl",
+        "world/manifest.json",
     }
     unpack(tmp_path / "kiosk.tar", tmp_path / "device")
     for name in index["files"]:
@@ -115,7 +124,7 @@ def test_a_stage_whose_manifest_fails_is_not_unpacked(run, tmp_path):
 def test_cli(run, tmp_path, capsys):
     assert main([str(run), "--out", str(tmp_path / "k.tar")]) == 0
     assert main(["--unpack", str(tmp_path / "k.tar"), "--into", str(tmp_path / "d")]) == 0
-    assert "verified 6 files" in capsys.readouterr().out
+    assert "verified 8 files" in capsys.readouterr().out
     assert main([str(run / "missing"), "--out", str(tmp_path / "x.tar")]) == 2
 
 

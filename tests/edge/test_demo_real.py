@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from orin_unlearn.edge import demo
+from orin_unlearn.edge import cli, demo
 from tests.models import tiny_model_dir
 
 MAX_POSITIONS = 256  # shorter than the demo's 256-token latency prompt plus its 64 generated tokens
@@ -125,7 +125,7 @@ def test_latency_prompts_fit_the_context(llama_demo):
 
 
 def test_a_base_without_a_config_is_one_line_and_exit_2(tmp_path, capsys):
-    status = demo.main(["--base", "some-unknown-name", "--out", str(tmp_path / "run")])
+    status = cli.main(["demo", "--base", "some-unknown-name", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and "--config" in err

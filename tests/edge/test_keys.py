@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from orin_unlearn.edge import keys
 from orin_unlearn.edge.cli import main as cli
+from orin_unlearn.edge.device import keys
 from orin_unlearn.edge.errors import BundleError
 
 

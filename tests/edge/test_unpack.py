@@ -12,10 +12,17 @@ import tarfile
 
 import pytest
 
-from orin_unlearn.edge import unpack as unpack_module
-from orin_unlearn.edge.bundle import INDEX, BundleError, main, pack, unpack
+from orin_unlearn.edge import cli
+from orin_unlearn.edge.device import unpack as unpack_module
+from orin_unlearn.edge.device.bundle import INDEX, BundleError, pack, unpack
 from orin_unlearn.edge.formats import make_manifest, write_manifest
 from tests.edge.bundles import error_line, read_members, rewrite, snapshot, write_tar
+
+
+def main(argv: list[str]) -> int:
+    """The command as the console script runs it (errors become exit statuses in the CLI)."""
+    return cli.main(["bundle", *argv])
+
 
 MiB = 1 << 20
 

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from orin_unlearn.benchmarks.world import tiny_base_dir
-from orin_unlearn.export import merge, pipeline
+from orin_unlearn.edge import cli
 
 
 def empty(tmp):
@@ -38,11 +38,11 @@ BASES = [
     (no_weights, "{base} holds no *.safetensors weights"),
 ]
 VERBS = {
-    "export": lambda base, adapter, out: pipeline.main(
-        ["--base", base, "--adapter", adapter, "--out", out, "--variants", "fp32"]
+    "export": lambda base, adapter, out: cli.main(
+        ["export", "--base", base, "--adapter", adapter, "--out", out, "--variants", "fp32"]
     ),
-    "export merge": lambda base, adapter, out: merge.main(
-        ["--base", base, "--adapter", adapter, "--out", out]
+    "export merge": lambda base, adapter, out: cli.main(
+        ["export", "merge", "--base", base, "--adapter", adapter, "--out", out]
     ),
 }
 

@@ -51,6 +51,7 @@ def test_sigkill_mid_export_leaves_one_complete_set_and_the_next_run_cleans_up(e
     run, _ = exported_run
     adapter, out = tmp_path / "adapter", tmp_path / "export"
     shutil.copytree(run / "adapter", adapter)
+    shutil.copytree(run / "world", tmp_path / "world")  # the adapter's held-out prompts
     shutil.copytree(run / "export", out)
     before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert sorted(_complete(out)["variants"]) == ["fp16", "fp32", "int8"]

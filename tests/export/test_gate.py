@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orin_unlearn.edge.errors import ExportGateError
-from orin_unlearn.export.gate import failures, gate, raise_on_failure
+from orin_unlearn.export.gate import GateVerdict, gate, raise_on_failure
 
 
 def metrics(leak: float, retain: float, n_forget: int = 100, n_retain: int = 400) -> dict:
@@ -13,25 +13,32 @@ def metrics(leak: float, retain: float, n_forget: int = 100, n_retain: int = 400
 
 
 def test_equal_artifact_passes():
-    assert gate(metrics(0.0, 0.9), metrics(0.0, 0.9))["ok"]
+    assert gate(metrics(0.0, 0.9), metrics(0.0, 0.9)).ok
 
 
 def test_one_point_is_allowed_more_is_not():
-    assert gate(metrics(0.0, 0.90), metrics(0.01, 0.89))["ok"]
+    assert gate(metrics(0.0, 0.90), metrics(0.01, 0.89)).ok
     worse_leak = gate(metrics(0.0, 0.90), metrics(0.02, 0.90))
     worse_retain = gate(metrics(0.0, 0.90), metrics(0.0, 0.885))
-    assert not worse_leak["ok"] and not worse_retain["ok"]
-    assert [c["ok"] for c in worse_leak["checks"]] == [False, True]
-    assert [c["ok"] for c in worse_retain["checks"]] == [True, False]
-    assert failures(worse_leak) == ["held-out forget leak 0.020 vs 0.000 (at most 1 point(s) higher)"]
+    assert not worse_leak.ok and not worse_retain.ok
+    assert [c.ok for c in worse_leak.checks] == [False, True]
+    assert [c.ok for c in worse_retain.checks] == [True, False]
+    assert worse_leak.failures() == ["held-out forget leak 0.020 vs 0.000 (at most 1 point(s) higher)"]
+
+
+def test_a_verdict_round_trips_through_json():
+    verdict = gate(metrics(0.0, 0.90), metrics(0.02, 0.90))
+    data = verdict.to_json()
+    assert data["ok"] is False and data["checks"][0]["check"] == "held-out forget leak"
+    assert GateVerdict.from_json(data) == verdict
 
 
 def test_better_artifact_passes():
-    assert gate(metrics(0.10, 0.80), metrics(0.0, 0.95))["ok"]
+    assert gate(metrics(0.10, 0.80), metrics(0.0, 0.95)).ok
 
 
 def test_one_more_leak_in_34_prompts_fails():
-    assert not gate(metrics(0 / 34, 0.9, 34), metrics(1 / 34, 0.9, 34))["ok"]
+    assert not gate(metrics(0 / 34, 0.9, 34), metrics(1 / 34, 0.9, 34)).ok
 
 
 def test_different_prompt_counts_are_not_comparable():

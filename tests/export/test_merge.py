@@ -17,6 +17,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from orin_unlearn.edge import cli
 from orin_unlearn.edge.adapters import (
     AdapterMismatchError,
     adapter_digest,
@@ -28,7 +29,13 @@ from orin_unlearn.edge.formats import (
     read_manifest,
     write_manifest,
 )
-from orin_unlearn.export.merge import SURVIVAL, main, merge_and_cast, merge_fp32, survival
+from orin_unlearn.export.merge import SURVIVAL, merge_and_cast, merge_fp32, survival
+
+
+def main(argv: list[str]) -> int:
+    """The command as the console script runs it (errors become exit statuses in the CLI)."""
+    return cli.main(["export", "merge", *argv])
+
 
 VOCAB = 64
 D_FF = 64

@@ -7,11 +7,13 @@ import json
 
 import pytest
 
-from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtChat
+from orin_unlearn.edge import cli
+from orin_unlearn.edge.answers import BackendChat
+from orin_unlearn.edge.backends.ort_backend import GRAPH
+from orin_unlearn.edge.errors import EXIT_NO_TENSORRT
 from orin_unlearn.edge.formats import read_manifest, sha256_dir
 from orin_unlearn.edge.trt_engine import tensorrt_available
 from orin_unlearn.export import pipeline
-from orin_unlearn.export.trt_build import EXIT_NO_TENSORRT
 
 pytestmark = pytest.mark.slow
 EVAL = 60  # held-out neighbour / retain prompts per set (all 34 forget prompts are always used)
@@ -67,7 +69,7 @@ def test_stages_are_loadable_and_manifests_chain(exported):
         assert manifest["inputs"]["merged"] == sha256_dir(out / "merged", "*.safetensors")
         assert manifest["inputs"]["graph"] == sha256_dir(stage, "model.onnx*")
         assert manifest["inputs"]["adapters"] == merged["inputs"]["adapters"]
-    reply = OrtChat.from_dir(out / "onnx-fp16").answer_batch(
+    reply = BackendChat.from_dir(out / "onnx-fp16").answer_batch(
         [[{"role": "user", "content": "Who directed Inception?"}]]
     )
     assert reply == ["I don't know that title."]
@@ -85,7 +87,9 @@ def test_crash_mid_stage_leaves_the_old_stage_and_no_temp_folder(exported, adapt
 
     monkeypatch.setattr(pipeline, "measure_variant", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        pipeline.export_all("tiny", [adapter], out, ["fp32"], eval_max_prompts=10)
+        pipeline.export_all(
+            "tiny", [adapter], out, pipeline.ExportConfig(variants=("fp32",), eval_max_prompts=10)
+        )
     assert (out / "onnx-fp32" / "manifest.json").read_bytes() == before
     assert (out / "onnx-fp32" / GRAPH).read_bytes() == graph
     assert not list(out.glob(".onnx-fp32*"))
@@ -93,8 +97,9 @@ def test_crash_mid_stage_leaves_the_old_stage_and_no_temp_folder(exported, adapt
 
 
 def test_cli_exits_with_the_engine_status(adapter, tmp_path, capsys):
-    code = pipeline.main(
+    code = cli.main(
         [
+            "export",
             "--base",
             "tiny",
             "--adapter",
@@ -120,7 +125,7 @@ def test_cli_exits_with_the_engine_status(adapter, tmp_path, capsys):
 
 
 def test_unknown_variant_is_a_usage_error(adapter, tmp_path, capsys):
-    code = pipeline.main(
-        ["--base", "tiny", "--adapter", str(adapter), "--out", str(tmp_path), "--variants", "fp8"]
+    code = cli.main(
+        ["export", "--base", "tiny", "--adapter", str(adapter), "--out", str(tmp_path), "--variants", "fp8"]
     )
     assert code == 2 and "fp8" in capsys.readouterr().err

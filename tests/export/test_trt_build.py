@@ -5,11 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from orin_unlearn.edge.engine_manifest import DeviceInfo, stamp
+from orin_unlearn.edge import cli
+from orin_unlearn.edge.device.engine_manifest import DeviceInfo, stamp
 from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
 from orin_unlearn.edge.trt_engine import TensorRTUnavailableError, load_engine, tensorrt_available
-from orin_unlearn.export.trt_build import build_engine, main
+from orin_unlearn.export.trt_build import build_engine
 from orin_unlearn.export.trt_profiles import DecoderShape, decoder_profiles
+
+
+def main(argv: list[str]) -> int:
+    """The command as the console script runs it (errors become exit statuses in the CLI)."""
+    return cli.main(["export", "engine", *argv])
+
 
 CONFIG = {
     "num_hidden_layers": 1,
@@ -161,9 +168,6 @@ def test_load_engine_on_a_matching_device_needs_tensorrt(no_tensorrt, onnx_dir, 
 @pytest.mark.tensorrt
 @pytest.mark.slow
 def test_builds_and_loads_a_real_engine(onnx_dir, tmp_path):
-    ok, reason = tensorrt_available()
-    if not ok:
-        pytest.skip(f"TensorRT not available here: {reason}")
     cache = tmp_path / "timing.cache"
     out = build_engine(
         onnx_dir / "model.onnx", tmp_path / "engine", SHAPE, max_prompt=16, timing_cache_path=cache

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from orin_unlearn.edge.telemetry import CommandResult
+from orin_unlearn.edge.device.telemetry import CommandResult
 
 SAMPLES = Path(__file__).parent / "samples"
 ORIN_NANO_SUPER = (

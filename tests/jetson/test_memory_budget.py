@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from orin_unlearn.edge.backends.trt_backend import KvPlan
-from orin_unlearn.edge.memory_budget import (
+from orin_unlearn.edge.device.memory_budget import (
     BUILD_FACTOR,
     RUNTIME_OVERHEAD,
     MemoryBudgetError,

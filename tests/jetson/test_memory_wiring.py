@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from orin_unlearn.edge import cli
 from orin_unlearn.edge.backends import trt_backend
-from orin_unlearn.edge.engine_manifest import DeviceInfo, stamp
-from orin_unlearn.edge.memory_budget import BUILD_FACTOR, RUNTIME_OVERHEAD, MemoryBudgetError
+from orin_unlearn.edge.device.engine_manifest import DeviceInfo, stamp
+from orin_unlearn.edge.device.memory_budget import BUILD_FACTOR, RUNTIME_OVERHEAD, MemoryBudgetError
 from orin_unlearn.edge.trt_engine import TensorRTUnavailableError, tensorrt_available
 from orin_unlearn.export import trt_build
 from orin_unlearn.export.trt_profiles import DecoderShape
@@ -70,10 +71,10 @@ def test_no_build_check_off_a_jetson(graph, tmp_path):
 def test_cli_timing_cache_default_and_opt_outs(graph, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     base = ["--onnx", str(graph), "--out", str(tmp_path / "engine"), "--max-prompt", "16", "--print-trtexec"]
-    assert trt_build.main(base) == 0
+    assert cli.main(["export", "engine", *base]) == 0
     cache = tmp_path / "cache" / "orin-unlearn" / "tensorrt-timing.cache"
     assert f"--timingCacheFile={cache}" in capsys.readouterr().out
-    assert trt_build.main([*base, "--no-timing-cache", "--no-memory-check"]) == 0
+    assert cli.main(["export", "engine", *base, "--no-timing-cache", "--no-memory-check"]) == 0
     assert "--timingCacheFile" not in capsys.readouterr().out
 
 

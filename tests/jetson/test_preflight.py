@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from orin_unlearn.edge import cli, preflight
-from orin_unlearn.edge.engine_manifest import parse_nv_tegra_release
-from orin_unlearn.edge.preflight import (
+from orin_unlearn.edge import cli
+from orin_unlearn.edge.device import preflight
+from orin_unlearn.edge.device.engine_manifest import parse_nv_tegra_release
+from orin_unlearn.edge.device.preflight import (
     EXIT_NOT_JETSON,
+    EXIT_OK,
     MISSING,
     OK,
     SKIP,
@@ -153,6 +155,15 @@ def test_main_on_this_machine_says_it_is_not_a_jetson(capsys):
     assert report["jetson"] is False and report["exit_status"] == 5
     assert any("Not a Jetson" in line for line in out[:-1])
     assert cli.main(["jetson", "preflight", "--json"]) == EXIT_NOT_JETSON
+
+
+@pytest.mark.jetson
+def test_main_on_a_jetson_reads_the_real_module(capsys):
+    """On the device itself: the Jetson checks run (exit 0 or 1, never "not a Jetson") and name
+    the module and its JetPack release."""
+    status = cli.main(["jetson", "preflight", "--json"])
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert status in (EXIT_OK, 1) and report["jetson"] is True
     only = capsys.readouterr().out.strip().splitlines()
     assert len(only) == 1 and json.loads(only[0])["checks"][0]["name"] == "module"
 
@@ -160,7 +171,7 @@ def test_main_on_this_machine_says_it_is_not_a_jetson(capsys):
 def test_on_device_commands_warn_about_what_is_missing(tmp_path, caplog):
     import logging
 
-    from orin_unlearn.edge.preflight import warn_on_device
+    from orin_unlearn.edge.device.preflight import warn_on_device
 
     (tmp_path / "empty").mkdir()
     assert warn_on_device(system(tmp_path / "empty")) is None  # off a Jetson: nothing to say

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orin_unlearn.edge.keys import new_keypair
+from orin_unlearn.edge.device.keys import new_keypair
 
 REPO = Path(__file__).resolve().parents[2]
 JETSON = REPO / "jetson"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from orin_unlearn.edge.telemetry import (
+from orin_unlearn.edge.device.telemetry import (
     CommandResult,
     TegrastatsLogger,
     TegrastatsSample,

@@ -66,11 +66,15 @@ class Check:
     limit: float
     value: float | None
     ok: bool
+    sign: str = ""  # "<=" for a ceiling, ">=" for a floor; in the manifest so a report needs no table
+
+    def __post_init__(self) -> None:
+        if not self.sign:
+            object.__setattr__(self, "sign", "<=" if BARS[self.bar][1] == "max" else ">=")
 
     def line(self) -> str:
-        sign = "<=" if BARS[self.bar][1] == "max" else ">="
         shown = "not measured" if self.value is None else f"{self.value:.3f}"
-        return f"{self.bar} ({self.meaning}): {shown}, bar {sign} {self.limit:g}"
+        return f"{self.bar} ({self.meaning}): {shown}, bar {self.sign} {self.limit:g}"
 
 
 def check(bars: dict[str, float], before: dict, after: dict) -> list[Check]:

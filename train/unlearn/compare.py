@@ -1,10 +1,11 @@
-"""Compare the masked LoRA with LUNAR (activation redirection, train/unlearn/lunar.py), an unmasked
-LoRA and full-parameter training (what the published notebooks did) on the same data. The LoRA and
-full-parameter runs share the masked LoRA's loss and steps; LUNAR fits its own objective with its
-`lunar_*` settings. Each trained model (merged) also faces two attacks on its weights: one cell of
-the relearning protocol (`benchmarks.relearning`: 25 full-parameter AdamW steps at lr 1e-4 on the
-T facts; recovery of the V facts over the never-known control; `bench robustness --run` runs the
-whole grid) and int4 round-to-nearest (held-out forget leak).
+"""Compare the masked LoRA with every other registered method (train/unlearn/methods/: LUNAR's
+activation redirection, an unmasked LoRA, full-parameter training as the published notebooks did)
+on the same data. The LoRA and full-parameter runs share the masked LoRA's loss and steps; LUNAR
+fits its own objective with its `lunar:` settings. Each trained model (merged) also faces two
+attacks on its weights: one cell of the relearning protocol (`benchmarks.relearning`: 25
+full-parameter AdamW steps at lr 1e-4 on the T facts; recovery of the V facts over the never-known
+control; `bench robustness --run` runs the whole grid) and int4 round-to-nearest (held-out forget
+leak).
 
     orin-unlearn unlearn compare --config train/configs/demo_tiny.yaml --out runs/demo
 """
@@ -21,28 +22,21 @@ from rich.table import Table
 
 from orin_unlearn.benchmarks.forgetting import headline, metric
 from orin_unlearn.edge.formats import write_json_atomic
+from orin_unlearn.train.unlearn import methods as registry
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.recipe import run_unlearning
 
-COMPARED = ("lunar", "lora", "full")
-LABELS = {
-    "masked_lora": "masked LoRA",
-    "lunar": "LUNAR",
-    "lora": "unmasked LoRA",
-    "full": "full-parameter",
-}
-
 
 def compare(
-    cfg: UnlearnConfig, run: str | Path, masked: dict | None = None, methods: tuple[str, ...] = COMPARED
+    cfg: UnlearnConfig, run: str | Path, masked: dict | None = None, methods: tuple[str, ...] | None = None
 ) -> dict:
-    """Results per method (masked_lora first, then `methods`); `masked` reuses an existing
-    masked_lora result of the same run."""
-    unknown = [m for m in methods if m not in LABELS or m == "masked_lora"]
+    """Results per method (masked_lora first, then `methods`, by default every other registered
+    one); `masked` reuses an existing masked_lora result of the same run."""
+    others = [m for m in registry.METHODS if m != "masked_lora"]
+    methods = tuple(others) if methods is None else methods
+    unknown = [m for m in methods if m not in others]
     if unknown:
-        raise ValueError(
-            f"cannot compare methods {unknown}; choose from {[m for m in LABELS if m != 'masked_lora']}"
-        )
+        raise ValueError(f"cannot compare methods {unknown}; choose from {others}")
 
     def attacked(model: Any, tokenizer: Any) -> dict:
         return attack_leaks(model, tokenizer, cfg.concept, cfg.base)
@@ -107,7 +101,7 @@ def summary_row(r: dict) -> dict:
 
 
 def print_compare(summary: dict, console: Console | None = None) -> None:
-    table = Table(title=" vs ".join(LABELS.get(m, m) for m in summary) + " (same data)")
+    table = Table(title=" vs ".join(registry.label(m) for m in summary) + " (same data)")
     table.add_column("metric")
     for method in summary:
         table.add_column(method)

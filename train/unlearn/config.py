@@ -1,19 +1,72 @@
-"""Schema of an unlearning run. YAML files in train/configs/ hold values only."""
+"""Schema of an unlearning run. YAML files in train/configs/ hold values only; a method's own
+settings are a nested mapping (`lunar: {steps: 400}`), set on the command line as `lunar.steps=400`.
+Methods and loss terms are checked against their registries (train/unlearn/methods/, losses/).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
+import typing
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
+import yaml
+
+from orin_unlearn.edge.config import build_config, parse_overrides
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.train.unlearn.bars import BARS
 
+T = TypeVar("T")
 TARGETS = ("refuse", "substitute")
-METHODS = ("masked_lora", "lora", "full", "lunar")
 DTYPES = ("float32", "bfloat16", "float16")
 AUTOCAST = ("none", "bfloat16")
 # the demo's bars on the tiny model: nothing leaks, retain and neighbours barely move
 DEFAULT_BARS = {"leak": 0.05, "retain_drop": 0.02, "neighbour_drop": 0.05}
+DEFAULT_LOSSES = ("forget_ce", "retain_kl", "activation", "forget_npo")
+# options only some methods implement: set off their default only with a method that lists them in
+# its `supports` (train/unlearn/methods/)
+OPTIONAL = ("lora_init", "prefill_augment", "meta_every", "npo_weight")
+
+
+@dataclass
+class LunarConfig:
+    """The settings of method `lunar` (train/unlearn/methods/lunar.py), the config's `lunar:` mapping."""
+
+    # -1 = the mask's top-scoring layer (where the concept's neuron scores concentrate, so the
+    # masked variant reuses that layer's neurons)
+    layer: int = -1
+    coefficient: float = 1.0  # forget MLP output moves by this times (reference mean - forget mean)
+    masked: bool = True  # the LoRA reads only the mask's neurons of that layer
+    # forget positions whose MLP output is redirected: "last" (the last chat-template token, where
+    # the reply starts), "last:k" (the last k prompt tokens) or "answer" (also every reply position)
+    positions: str = "last"
+    steps: int = 400
+    lr: float = 1e-2
+    retain_weight: float = 10.0  # weight of "retain / neighbour MLP output stays put"
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """(key, ok, what it must be) per value."""
+        return [
+            ("layer", self.layer >= -1, ">= 0, or -1 for the mask's top layer"),
+            ("coefficient", self.coefficient > 0, "> 0"),
+            (
+                "positions",
+                re.fullmatch(r"last(:[1-9][0-9]*)?|answer", self.positions) is not None,
+                '"last", "last:k" (k >= 1) or "answer"',
+            ),
+            ("steps", self.steps >= 0, ">= 0"),
+            ("lr", self.lr > 0, "> 0"),
+            ("retain_weight", self.retain_weight >= 0, ">= 0"),
+        ]
+
+
+# nested settings: UnlearnConfig key -> its dataclass
+NESTED: dict[str, type] = {"lunar": LunarConfig}
+# flat keys of earlier versions -> where the value lives now
+RENAMED = {f"lunar_{f.name}": f"lunar.{f.name}" for f in dataclasses.fields(LunarConfig)}
 
 
 @dataclass
@@ -22,8 +75,10 @@ class UnlearnConfig:
 
     base: str = "tiny"
     concept: str = "Inception"
-    method: str = "masked_lora"  # masked_lora | lora (unmasked) | full (every weight, like the notebooks)
-    # | lunar (activation redirection of one layer's MLP output, fitted on cached activations)
+    # a registered method (train/unlearn/methods/): masked_lora | lora (unmasked) | full (every
+    # weight, like the notebooks) | lunar (activation redirection of one layer's MLP output, fitted
+    # on cached activations)
+    method: str = "masked_lora"
     # forget target: "refuse" answers every forget prompt with `refusal` (the seeds used "UNKNOWN");
     # "substitute" recommends the best other catalogue film where the concept was the
     # recommendation, and refuses questions about the concept itself.
@@ -91,6 +146,10 @@ class UnlearnConfig:
     # with retain_examples: also this many prompts per forget prompt with the same question
     # template about other films (train/unlearn/data.py:twins), so the adapter must key on the film
     retain_twins: int = 0
+    # the loss terms the gradient methods sum (train/unlearn/losses/, one file each), each times its
+    # weight (forget_ce: 1, retain_kl: kl_weight, activation: act_weight, forget_npo: npo_weight);
+    # a term at weight 0 is not computed
+    losses: list[str] = field(default_factory=lambda: list(DEFAULT_LOSSES))
     kl_weight: float = 1.0
     # what the KL term (and the probe's retain / neighbour answer positions) reads: "reference" (the
     # world's templated answers; what the tiny model was trained on) or "base_reply" (the base's own
@@ -99,8 +158,8 @@ class UnlearnConfig:
     retain_target: str = "reference"
     kl_positions: str = "all"  # "all" non-pad positions of the retain chats, or only the "reply" tokens
     act_weight: float = 0.1
-    # weight of forget_npo (train/unlearn/losses.py): NPO on the forget prompts' true answers, which
-    # lowers the answer's own likelihood (what a prefill or the logit lens reads), 0: off
+    # weight of forget_npo (train/unlearn/losses/forget_npo.py): NPO on the forget prompts' true
+    # answers, which lowers the answer's own likelihood (what a prefill or the logit lens reads), 0: off
     npo_weight: float = 0.0
     dtype: str = "float32"
     # "bfloat16": score and train under torch.autocast (about 1.7x faster on a CPU with AMX/AVX512-bf16);
@@ -108,17 +167,8 @@ class UnlearnConfig:
     autocast: str = "none"
     gradient_checkpointing: bool = False
     device: str = "auto"
-    # lunar (train/unlearn/lunar.py): -1 = the mask's top-scoring layer (where the concept's neuron
-    # scores concentrate, so the masked variant reuses that layer's neurons)
-    lunar_layer: int = -1
-    lunar_coefficient: float = 1.0  # forget MLP output moves by this times (reference mean - forget mean)
-    lunar_masked: bool = True  # the LoRA reads only the mask's neurons of that layer
-    # forget positions whose MLP output is redirected: "last" (the last chat-template token, where
-    # the reply starts), "last:k" (the last k prompt tokens) or "answer" (also every reply position)
-    lunar_positions: str = "last"
-    lunar_steps: int = 400
-    lunar_lr: float = 1e-2
-    lunar_retain_weight: float = 10.0  # weight of "retain / neighbour MLP output stays put"
+    # method lunar's settings (a YAML mapping, made a LunarConfig on construction)
+    lunar: LunarConfig | dict[str, Any] = field(default_factory=LunarConfig)
     # evaluation after training (held-out templates)
     eval_max_prompts: int = 400
     eval_batch_size: int = 64
@@ -127,8 +177,16 @@ class UnlearnConfig:
     bars: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BARS))
 
     def __post_init__(self) -> None:
+        # here, not at the top: the registries' modules import this one
+        from orin_unlearn.train.unlearn import losses, methods
+
+        if self.method not in methods.METHODS:
+            raise ConfigError(
+                f"config key 'method': value {self.method!r} must be one of {sorted(methods.METHODS)}"
+            )
+        for key, cls in NESTED.items():
+            setattr(self, key, nested(cls, key, getattr(self, key)))
         checks = [
-            ("method", self.method in METHODS, f"one of {METHODS}"),
             ("target", self.target in TARGETS, f"one of {TARGETS}"),
             ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
             ("autocast", self.autocast in AUTOCAST, f"one of {AUTOCAST}"),
@@ -156,24 +214,9 @@ class UnlearnConfig:
             ("mass_fraction", 0.0 <= self.mass_fraction <= 1.0, "in [0, 1]"),
             ("rank", self.rank >= 1, ">= 1"),
             ("lora_init", self.lora_init in ("zero", "cancel"), '"zero" or "cancel"'),
-            (
-                "lora_init",
-                self.lora_init == "zero" or self.method == "masked_lora",
-                f'"zero" with method {self.method!r} ("cancel" writes the masked neurons: masked_lora only)',
-            ),
             ("cancel_strength", 0.0 < self.cancel_strength <= 1.0, "in (0, 1]"),
             ("prefill_augment", self.prefill_augment >= 0, ">= 0 (0: off)"),
-            (
-                "prefill_augment",
-                self.prefill_augment == 0 or self.method != "lunar",
-                "0 with method 'lunar' (it fits activations, not replies)",
-            ),
             ("meta_every", self.meta_every >= 0, ">= 0 (0: off)"),
-            (
-                "meta_every",
-                self.meta_every == 0 or self.method in ("masked_lora", "lora"),
-                f"0 with method {self.method!r} (the meta term is an adapter gradient: masked_lora / lora)",
-            ),
             ("meta_steps", self.meta_steps >= 1, ">= 1"),
             ("meta_lr", self.meta_lr > 0, "> 0"),
             ("meta_weight", self.meta_weight >= 0, ">= 0"),
@@ -192,32 +235,89 @@ class UnlearnConfig:
             ("retain_twins", self.retain_twins >= 0, ">= 0"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("npo_weight", self.npo_weight >= 0, ">= 0"),
-            ("npo_weight", self.npo_weight == 0 or self.method != "lunar", "0 with method lunar"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
-            ("lunar_layer", self.lunar_layer >= -1, ">= 0, or -1 for the mask's top layer"),
-            ("lunar_coefficient", self.lunar_coefficient > 0, "> 0"),
-            (
-                "lunar_positions",
-                re.fullmatch(r"last(:[1-9][0-9]*)?|answer", self.lunar_positions) is not None,
-                '"last", "last:k" (k >= 1) or "answer"',
-            ),
-            ("lunar_steps", self.lunar_steps >= 0, ">= 0"),
-            ("lunar_lr", self.lunar_lr > 0, "> 0"),
-            ("lunar_retain_weight", self.lunar_retain_weight >= 0, ">= 0"),
             (
                 "contrast_against",
                 bool(self.contrast_against) and set(self.contrast_against) <= {"retain", "neighbour"},
                 'a non-empty list of "retain" / "neighbour"',
             ),
+            (
+                "losses",
+                bool(self.losses) and set(self.losses) <= set(losses.LOSSES),
+                f"a non-empty list of registered loss terms {sorted(losses.LOSSES)}",
+            ),
         ]
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key in OPTIONAL:
+            users = sorted(m.name for m in methods.METHODS.values() if key in m.supports)
+            ok = getattr(self, key) == defaults[key] or key in methods.METHODS[self.method].supports
+            checks.append((key, ok, f"{defaults[key]!r} with method {self.method!r} (used by {users})"))
+        unnamed = [t for t, k in losses.WEIGHTS.items() if getattr(self, k) > 0 and t not in self.losses]
+        checks.append(("losses", not unnamed, f"a list naming {unnamed} too (their weights are > 0)"))
+        for key in NESTED:
+            checks += [(f"{key}.{k}", ok, need) for k, ok, need in getattr(self, key).checks()]
         for key, ok, need in checks:
             if not ok:
-                raise ConfigError(f"config key {key!r}: value {getattr(self, key)!r} must be {need}")
+                value = functools.reduce(getattr, key.split("."), self)
+                raise ConfigError(f"config key {key!r}: value {value!r} must be {need}")
 
     @property
     def masked(self) -> bool:
-        """Whether the adapter may read only the mask's neurons."""
-        return self.method == "masked_lora" or (self.method == "lunar" and self.lunar_masked)
+        """Whether the adapter may read only the mask's neurons (the method says, from this config)."""
+        from orin_unlearn.train.unlearn import methods
+
+        return methods.METHODS[self.method].masked(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def nested(cls: type[T], key: str, value: Any) -> T:
+    """`value` (a mapping from YAML, or a `cls` already) as dataclass `cls` of scalar entries; a bad
+    entry raises ConfigError naming it `key.entry`."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(value) - set(hints))
+    if unknown:
+        raise ConfigError(f"config key '{key}.{unknown[0]}': unknown; {key} takes {sorted(hints)}")
+    checked = {}
+    for name, v in value.items():
+        kind = hints[name]
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
+            raise ConfigError(f"config key '{key}.{name}': expected {kind.__name__}, got {v!r}")
+        checked[name] = v
+    return cls(**checked)
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> UnlearnConfig:
+    """Values from a YAML file (optional), then `key=value` overrides, checked against
+    UnlearnConfig (as `edge.config.load_config` does); a dotted override (`lunar.steps=60`) sets one
+    entry of a nested mapping, and a flat key of an earlier version names its new place."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        values.update(loaded)
+    for key, value in parse_overrides(overrides or []).items():
+        section, dot, name = key.partition(".")
+        if dot and section in NESTED:
+            mapping = values.get(section, {})
+            if not isinstance(mapping, dict):
+                raise ConfigError(f"config key {section!r}: expected a mapping, got {mapping!r}")
+            values[section] = {**mapping, name: value}
+        else:
+            values[key] = value
+    for key in values:
+        if key in RENAMED:
+            section, _, name = RENAMED[key].partition(".")
+            raise ConfigError(
+                f"config key {key!r} is now {RENAMED[key]!r}: write `{section}: {{{name}: ...}}` in YAML, "
+                f"`{RENAMED[key]}=...` on the command line"
+            )
+    return build_config(UnlearnConfig, values)

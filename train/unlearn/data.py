@@ -1,19 +1,20 @@
 """The unlearning run's prompts: training sets from train templates, evaluation sets from
-held-out templates (never seen by any training step)."""
+held-out templates (never seen by any training step), all read from the run's world stage
+(RUN/world, written first when a fresh run has none)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orin_unlearn.benchmarks.world import (
     Catalogue,
     Concept,
     Prompt,
-    build_prompts,
+    ensure_world,
     heldout_sets,
     load_catalogue,
-    split_prompts,
 )
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.deep import Prefilled, prefilled
@@ -59,9 +60,11 @@ def twins(
     return out_near, out_rest
 
 
-def build_data(cfg: UnlearnConfig) -> UnlearnData:
+def build_data(cfg: UnlearnConfig, run: str | Path) -> UnlearnData:
+    """The run's training and evaluation prompts, from RUN/world (written for `cfg.concept` when
+    the run has none; a world of another concept is refused with ManifestError)."""
     catalogue = load_catalogue()
-    splits = split_prompts(build_prompts(catalogue), catalogue, cfg.concept)
+    splits = ensure_world(run, cfg.concept)
     forget = splits.get("forget", "train")
     near, rest = splits.get("neighbour", "train"), splits.get("retain", "train")
     if cfg.retain_examples:

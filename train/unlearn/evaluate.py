@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orin_unlearn.benchmarks.forgetting import HEADLINE, measure_unlearning, metric
-from orin_unlearn.edge.backends.torch_backend import TorchChat
+from orin_unlearn.edge.answers import BackendChat
+from orin_unlearn.edge.backends.torch_backend import TorchBackend
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData
@@ -28,7 +29,7 @@ def measure(
 ) -> dict:
     """Forget / neighbour / retain metrics of `model` on the held-out evaluation sets (`progress`:
     a progress_bar to report batches to)."""
-    chat = TorchChat(model, tokenizer, device=str(next(model.parameters()).device))
+    chat = BackendChat(TorchBackend(model), tokenizer)
 
     def answer(conversations):
         task = progress.add_task(label, total=len(conversations)) if progress is not None else None

@@ -5,8 +5,8 @@ keeps prompts it cannot answer, and leave that output in place everywhere else.
   reference prompts, questions about the world's fictitious titles that the base refuses, minus
   the same mean over the forget prompts;
 - a LoRA on layer l's `mlp.down_proj` (reading only the mask's neurons of that layer when
-  `lunar_masked`) is fitted so that, with c = `lunar_coefficient`,
-      down_proj'(x) = down_proj(x) + c * r   for x at the forget prompts' `lunar_positions`
+  `lunar.masked`) is fitted so that, with c = `lunar.coefficient`,
+      down_proj'(x) = down_proj(x) + c * r   for x at the forget prompts' `lunar.positions`
                                              (default: the last prompt token),
       down_proj'(x) = down_proj(x)           for x at every token of retain / neighbour examples,
   by mean squared error on `down_proj` inputs cached once from the frozen model (retain rows in
@@ -14,7 +14,8 @@ keeps prompts it cannot answer, and leave that output in place everywhere else.
   few small matrix products: no forward or backward pass through the model.
 
 The result is the same plain PEFT LoRA + mask + manifest as the masked LoRA's, so export, the
-gate, the runtime and the benchmarks take it unchanged.
+gate, the runtime and the benchmarks take it unchanged. The method itself (the trainer and its
+registration) is train/unlearn/methods/lunar.py; this module holds its parts.
 
     orin-unlearn unlearn --config train/configs/demo_tiny_lunar.yaml --out /tmp/lunar
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from rich.progress import Progress
@@ -33,12 +33,8 @@ from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn import masked_lora
-from orin_unlearn.train.unlearn.data import sample
-from orin_unlearn.train.unlearn.model_access import decoder_layers, down_proj
+from orin_unlearn.train.unlearn.model_access import decoder_layers
 from orin_unlearn.train.unlearn.probe import Example, batches
-
-if TYPE_CHECKING:
-    from orin_unlearn.train.unlearn.recipe import Session, Trained
 
 MAX_RETAIN_ROWS = 16384  # cached retain / neighbour token positions (memory: rows x d_ff floats)
 
@@ -52,16 +48,14 @@ def reference_prompts(catalogue, refusal: str, cap: int, rng: random.Random) -> 
     return [(p.messages, refusal) for p in chosen]
 
 
-def choose_layer(lunar_layer: int, mask: dict[int, torch.Tensor], score: dict[str, torch.Tensor]) -> int:
-    """`lunar_layer` when set (>= 0), else the mask layer whose chosen neurons hold the most
-    combined score: the layer where the concept is most concentrated."""
+def choose_layer(wanted: int, mask: dict[int, torch.Tensor], score: dict[str, torch.Tensor]) -> int:
+    """`wanted` (the config's `lunar.layer`) when set (>= 0), else the mask layer whose chosen
+    neurons hold the most combined score: the layer where the concept is most concentrated."""
     n_layers = score["saliency"].shape[0]
-    if lunar_layer >= 0:
-        if lunar_layer >= n_layers:
-            raise ConfigError(
-                f"config key 'lunar_layer': value {lunar_layer} out of range (0..{n_layers - 1})"
-            )
-        return lunar_layer
+    if wanted >= 0:
+        if wanted >= n_layers:
+            raise ConfigError(f"config key 'lunar.layer': value {wanted} out of range (0..{n_layers - 1})")
+        return wanted
     combined = masks.combine(score)
     mass = {layer: float(combined[layer, idx].sum()) for layer, idx in mask.items()}
     return max(sorted(mass), key=lambda layer: mass[layer])
@@ -187,54 +181,3 @@ def fit(
                 description=f"lunar forget={forget_err.item():.3f} retain={retain_err.item():.4f}",
             )
     return history
-
-
-def train(s: Session, mask: dict[int, torch.Tensor], stats: dict, score: dict, progress: Progress) -> Trained:
-    """The recipe's LUNAR trainer: choose the layer, measure the direction, cache, fit. `stats`
-    (the probe's) is not used: the direction is measured here, on each layer's output before any
-    final norm, at exactly the chosen layer."""
-    from orin_unlearn.train.unlearn.recipe import Trained
-
-    cfg = s.cfg
-    rng = random.Random(cfg.seed)
-    layer = choose_layer(cfg.lunar_layer, mask, score)
-    layer_mask = masks.build_mask(score, 1, cfg.top_k, cfg.mass_fraction, [layer])
-    reference = reference_prompts(s.data.catalogue, cfg.refusal, cfg.probe_max_prompts, rng)
-    cap, bs = cfg.probe_max_prompts, cfg.probe_batch_size
-    forget = s.data.forget_reference[:cap]
-    direction = redirection(
-        last_residuals(s.model, s.tokenizer, reference, layer, bs),
-        last_residuals(s.model, s.tokenizer, forget, layer, bs),
-    )
-    kept = sample(s.data.retain, cap, rng) + sample(s.data.neighbour, cap, rng)
-    forget_x = cache_inputs(s.model, s.tokenizer, forget, layer, cfg.lunar_positions, bs)
-    # two "stay put" terms: the same positions of retain / neighbour prompts (by default the last
-    # prompt token, where a reply starts and forget rows differ in target), and all their tokens
-    keep_last = cache_inputs(s.model, s.tokenizer, kept, layer, cfg.lunar_positions, bs)
-    keep_all = cache_inputs(s.model, s.tokenizer, kept, layer, "all", bs)
-    if len(keep_all) > MAX_RETAIN_ROWS:
-        order = torch.randperm(len(keep_all), generator=torch.Generator().manual_seed(cfg.seed))
-        keep_all = keep_all[order[:MAX_RETAIN_ROWS]]
-    model = masked_lora.add_lora(s.model, layer_mask, cfg.rank, cfg.alpha, [], masked=cfg.lunar_masked)
-    module = down_proj(model, layer)
-    weight = module.lora_A[masked_lora.ADAPTER].weight
-    shift = (cfg.lunar_coefficient * direction).to(weight.device, weight.dtype)
-    history = fit(
-        module,
-        forget_x.to(weight.device, weight.dtype),
-        [x.to(weight.device, weight.dtype) for x in (keep_last, keep_all)],
-        shift,
-        cfg.lunar_steps,
-        cfg.lunar_lr,
-        cfg.lunar_retain_weight,
-        progress,
-    )
-    info = {
-        "layer": layer,
-        "coefficient": cfg.lunar_coefficient,
-        "direction_norm": float(direction.norm()),
-        "reference_prompts": len(reference),
-        "forget_rows": len(forget_x),
-        "retain_rows": len(keep_last) + len(keep_all),
-    }
-    return Trained(model, history, layer_mask, {"lunar": info})

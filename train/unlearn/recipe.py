@@ -1,20 +1,19 @@
 """Recipe: activation-guided masked LoRA unlearning, top to bottom: setup, probe, score, mask,
-train, save, measure. Runs the same code on the shipped tiny model (CPU) and on Qwen2.5-3B (GPU),
-and under `accelerate launch` (the model and optimizer go through `Accelerator.prepare`).
+train (the configured method, from the registry in train/unlearn/methods/), save, measure. Runs the
+same code on the shipped tiny model (CPU) and on Qwen2.5-3B (GPU), and under `accelerate launch`
+(the model and optimizer go through `Accelerator.prepare`).
 
     orin-unlearn unlearn --config train/configs/demo_tiny.yaml --out runs/demo
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import random
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,25 +26,14 @@ from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomi
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import bars, deep, lunar, masked_lora, meta, model_access, probe, scores
+from orin_unlearn.train.unlearn import bars, masked_lora, methods, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
-from orin_unlearn.train.unlearn.data import UnlearnData, build_data, sample
+from orin_unlearn.train.unlearn.data import build_data, sample
 from orin_unlearn.train.unlearn.evaluate import measure
-from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step, loss_weights
+from orin_unlearn.train.unlearn.session import Session, autocast
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Session:
-    cfg: UnlearnConfig
-    run: Path
-    base_dir: Path
-    tokenizer: ChatTokenizer
-    model: torch.nn.Module
-    data: UnlearnData
-    device: str
 
 
 def distributed(s: Session):
@@ -71,12 +59,7 @@ def setup(cfg: UnlearnConfig, run: str | Path) -> Session:
         model.enable_input_require_grads()  # else LoRA weights get no gradient under checkpointing
     for p in model.parameters():
         p.requires_grad_(False)
-    return Session(cfg, Path(run), base_dir, ChatTokenizer(base_dir), model, build_data(cfg), device)
-
-
-def autocast(s: Session) -> torch.autocast:
-    """bf16 autocast for scoring and training when the config asks for it (a no-op otherwise)."""
-    return torch.autocast(s.device.split(":")[0], dtype=torch.bfloat16, enabled=s.cfg.autocast == "bfloat16")
+    return Session(cfg, Path(run), base_dir, ChatTokenizer(base_dir), model, build_data(cfg, run), device)
 
 
 def probe_key(s: Session) -> dict:
@@ -113,7 +96,8 @@ def stage_retain_targets(s: Session, progress: Progress) -> None:
     cfg = s.cfg
     if cfg.retain_target != "base_reply":
         return
-    from orin_unlearn.edge.backends.torch_backend import TorchChat
+    from orin_unlearn.edge.answers import BackendChat
+    from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
     conversations = [list(m) for m, _ in s.data.neighbour + s.data.retain]
     key = {
@@ -129,7 +113,7 @@ def stage_retain_targets(s: Session, progress: Progress) -> None:
         replies = cached["replies"]
     else:
         task = progress.add_task("base replies", total=len(conversations))
-        replies = TorchChat(s.model, s.tokenizer, device=s.device).answer_batch(
+        replies = BackendChat(TorchBackend(s.model), s.tokenizer).answer_batch(
             conversations,
             batch_size=cfg.eval_batch_size,
             max_new_tokens=cfg.eval_max_new_tokens,
@@ -209,121 +193,6 @@ def stage_mask(s: Session, score: dict[str, torch.Tensor]) -> dict[int, torch.Te
     return mask
 
 
-def concept_directions(model, stats: dict, mask: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Per chosen layer, the unit vector the masked neurons write for the concept (see losses.py)."""
-    out = {}
-    for layer, idx in mask.items():
-        diff = (stats["forget.neuron_mean"][layer] - stats["retain.neuron_mean"][layer])[idx]
-        weight = model_access.base_weight(model_access.down_proj(model, layer)).detach().float()
-        u = weight[:, idx.to(weight.device)] @ diff.to(weight.device)
-        out[layer] = u / u.norm().clamp_min(1e-12)
-    return out
-
-
-def wrap(s: Session, mask: dict[int, torch.Tensor]):
-    """(trainable model, reference-logits function) for the configured method."""
-    cfg = s.cfg
-    if cfg.method == "full":
-        frozen = copy.deepcopy(s.model).eval()
-        for p in s.model.parameters():
-            p.requires_grad_(True)
-        return s.model, lambda inputs: frozen(**inputs).logits
-    model = masked_lora.add_lora(
-        s.model, mask, cfg.rank, cfg.alpha, cfg.extra_targets, masked=cfg.method == "masked_lora"
-    )
-    deep.init_lora(model, mask, cfg)  # lora_init: "cancel" starts from the masked neurons cancelled
-
-    def reference(inputs):
-        with model.disable_adapter():
-            return model(**inputs).logits
-
-    return model, reference
-
-
-def stage_train(s: Session, model, reference, directions: dict, progress: Progress) -> list[dict]:
-    cfg = s.cfg
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=s.device == "cpu")
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    ctx = LossContext(model, reference, directions, str(accelerator.device), cfg.kl_positions)
-    refusal, substitute = deep.forget_groups(s.tokenizer, s.data, cfg.refusal)
-    neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
-    retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]
-    weights = loss_weights(cfg)
-    adversary = meta.Adversary.build(cfg, s.tokenizer, s.data, lambda: autocast(s))  # meta_every 0: off
-    truth = deep.TruthBatches(cfg, s.tokenizer, s.data)  # true answers for forget_npo (npo_weight 0: none)
-    # every process draws the same batch and trains on its share: the configured batch is the global
-    # one, so N processes average the gradient of the batch one process would have used
-    rng = random.Random(cfg.seed)
-    share = slice(accelerator.process_index, None, accelerator.num_processes)
-    history: list[dict] = []
-    task = progress.add_task("train", total=cfg.steps)
-    model.train()
-    for step in range(cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / max(cfg.steps, 1)) ** 0.5
-        forget_rows = balanced(rng, [refusal, substitute], cfg.forget_batch)[share]
-        n_near = round(cfg.retain_batch * cfg.neighbour_fraction)
-        retain_rows = (
-            balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
-        )[share]
-        pad = s.tokenizer.pad_token_id
-        retain_batch = probe.with_positions(collate(retain_rows, pad)) if retain_rows else None
-        batch = Step(probe.with_positions(collate(forget_rows, pad)), retain_batch, truth.draw(share))
-        with autocast(s):
-            terms = {name: LOSSES[name](ctx, batch) for name, w in weights.items() if w > 0}
-        loss = sum(weights[n] * t for n, t in terms.items())
-        accelerator.backward(loss)  # then the meta term (meta.py) joins the gradient on meta steps
-        history.append({n: t.item() for n, t in terms.items()} | adversary.step(step, model, ctx, batch))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        progress.update(
-            task, advance=1, description="train " + " ".join(f"{n}={t.item():.3f}" for n, t in terms.items())
-        )
-    model.eval()
-    return history
-
-
-@dataclass
-class Trained:
-    """What a method's trainer hands back: the trained model, its loss history, the mask the
-    adapter was trained under, and method-specific results."""
-
-    model: torch.nn.Module
-    history: list[dict]
-    mask: dict[int, torch.Tensor]
-    results: dict = field(default_factory=dict)
-
-
-def train_gradient(s: Session, mask: dict, stats: dict, score: dict, progress: Progress) -> Trained:
-    """masked_lora / lora / full: the loss registry's terms by gradient descent through the model."""
-    model, reference = wrap(s, mask)
-    history = stage_train(s, model, reference, concept_directions(s.model, stats, mask), progress)
-    return Trained(model, history, mask)
-
-
-# method name -> trainer(session, mask, probe stats, scores, progress); see config.METHODS
-TRAINERS: dict[str, Callable[..., Trained]] = {
-    "masked_lora": train_gradient,
-    "lora": train_gradient,
-    "full": train_gradient,
-    "lunar": lunar.train,
-}
-
-
-def balanced(rng: random.Random, groups: list[list], n: int) -> list:
-    """`n` items drawn without replacement, split evenly over the non-empty groups."""
-    groups = [g for g in groups if g]
-    out: list = []
-    for k, group in enumerate(groups):
-        share = n // len(groups) + (k < n % len(groups))
-        out += rng.sample(group, min(share, len(group)))
-    return out
-
-
 def save_adapter(s: Session, model, mask: dict, results: dict) -> Path:
     out = s.run / "adapter"
     with stage_dir(out) as tmp:
@@ -397,7 +266,8 @@ def run_unlearning(
         with state.main_process_first():
             before = measure_base(s, progress)
         digests = model_access.weight_digests(s.model)
-        trained = TRAINERS[cfg.method](s, mask, stats, score, progress)
+        method = methods.METHODS[cfg.method]
+        trained = method.train(s, mask, stats, score, progress)
     model, history, mask = trained.model, trained.history, trained.mask
     if not state.is_main_process:  # the main process measures and saves; the others return its results
         return share_results(state, None)
@@ -412,7 +282,7 @@ def run_unlearning(
         "loss_last": history[-1] if history else {},
         **trained.results,
     }
-    if cfg.method != "full":
+    if method.adapter:
         changed = [k for k, v in model_access.weight_digests(model).items() if digests.get(k) != v]
         if changed:
             raise RuntimeError(f"base weights changed during adapter training: {changed[:5]}")
@@ -432,7 +302,7 @@ def run_unlearning(
     results["ok"] = results["bars"]["ok"]
     if state.num_processes > 1:
         results["processes"] = state.num_processes
-    if save and cfg.method != "full":
+    if save and method.adapter:
         save_adapter(s, model, mask, results)
     return share_results(state, results)
 

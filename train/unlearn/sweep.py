@@ -1,4 +1,5 @@
-"""Masked vs unmasked LoRA at equal forgetting, across how much retain data the run may use.
+"""Masked vs unmasked LoRA (or any registered methods) at equal forgetting, across how much
+retain data the run may use.
 
 The mask's claim is locality: an adapter that can only read the concept's neurons should need
 less retain data to leave everything else alone. Each point trains one method on the same forget
@@ -21,12 +22,12 @@ from pathlib import Path
 
 from orin_unlearn.benchmarks import plots
 from orin_unlearn.edge.formats import write_json_atomic
-from orin_unlearn.train.unlearn.compare import LABELS
+from orin_unlearn.train.unlearn import methods as registry
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 
 FORGET_BAR = 0.05  # held-out leak at or below which a point counts as forgotten
 BUDGETS = (16, 64, 256, 0)  # retain + neighbour prompts; 0 = all of them
-METHODS = ("masked_lora", "lora")
+DEFAULT_METHODS = ("masked_lora", "lora")  # any registered methods may be swept
 ACCURACIES = (("neighbour", "neighbour accuracy"), ("retain", "retain accuracy"))
 
 
@@ -61,14 +62,14 @@ def run_point(cfg: UnlearnConfig, run: Path) -> dict:
 def sweep(
     cfg: UnlearnConfig,
     out: str | Path,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
     budgets: tuple[int, ...] = BUDGETS,
     seeds: tuple[int, ...] = (0,),
 ) -> dict:
     """Rows of every (method, budget, seed) point, kept in out/sweep.json as they finish."""
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in registry.METHODS]
     if unknown:
-        raise ValueError(f"sweep compares {' and '.join(METHODS)}; unknown methods {unknown}")
+        raise ValueError(f"unknown methods {unknown}; registered: {sorted(registry.METHODS)}")
     if any(b < 0 for b in budgets):
         raise ValueError(f"retain budgets must be >= 0 (0: all), got {list(budgets)}")
     out = Path(out)
@@ -133,9 +134,9 @@ def markdown(result: dict) -> str:
     for r in result["table"]:
         change = [100 * (r[n] - r[f"base_{n}"]) for n, _ in ACCURACIES]
         lines.append(
-            f"| {budget_label(r['retain_examples'])} | {LABELS[r['method']]} | {r['seeds']} | {r['leak']:.3f} | "
-            f"{r['neighbour']:.3f} ({change[0]:+.1f}) | {r['retain']:.3f} ({change[1]:+.1f}) | "
-            f"{'yes' if r['forgotten'] else 'no'} |"
+            f"| {budget_label(r['retain_examples'])} | {registry.label(r['method'])} | {r['seeds']} | "
+            f"{r['leak']:.3f} | {r['neighbour']:.3f} ({change[0]:+.1f}) | "
+            f"{r['retain']:.3f} ({change[1]:+.1f}) | {'yes' if r['forgotten'] else 'no'} |"
         )
     lines.append(f"\nforgotten = held-out leak <= {FORGET_BAR} on every seed.")
     return "\n".join(lines)
@@ -150,12 +151,10 @@ def plot(result: dict, path: Path) -> Path:
     x = {b: i for i, b in enumerate(budgets)}
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, (name, label) in zip(axes, ACCURACIES, strict=True):
-        for method in METHODS:
+        for method in dict.fromkeys(r["method"] for r in rows):
             mine = [r for r in rows if r["method"] == method]
-            if not mine:
-                continue
             xs, ys = [x[r["retain_examples"]] for r in mine], [r[name] for r in mine]
-            (line,) = ax.plot(xs, ys, marker="o", label=LABELS[method])
+            (line,) = ax.plot(xs, ys, marker="o", label=registry.label(method))
             for r in mine:
                 if not r["forgotten"]:
                     ax.plot(x[r["retain_examples"]], r[name], "o", mfc="white", mec=line.get_color())

@@ -21,6 +21,7 @@ def run_dir(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from safetensors.numpy import save_file
 
+    from orin_unlearn.benchmarks.world import write_world
     from orin_unlearn.edge import adapters
     from orin_unlearn.edge.formats import make_manifest, write_manifest
     from orin_unlearn.train.unlearn.mask import save_mask
@@ -35,6 +36,7 @@ def run_dir(tmp_path_factory):
     results = {"concept": "Inception", "base": adapters.base_digest(base), "previous_adapters": []}
     manifest = make_manifest("adapter", {}, {"base": "tiny", "concept": "Inception"}, results, True)
     write_manifest(run / "adapter", manifest)
+    write_world(run / "world", "Inception")
     (run / "probe").mkdir()
     rng = np.random.default_rng(0)
     scores = {k: rng.random((4, 768)).astype(np.float32) for k in ("saliency", "fisher", "contrast")}

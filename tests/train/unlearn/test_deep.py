@@ -12,9 +12,10 @@ from orin_unlearn.edge.config import load_config
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import IGNORE, encode_example
-from orin_unlearn.train.unlearn import deep, masked_lora, recipe
+from orin_unlearn.train.unlearn import deep, masked_lora
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import build_data
+from orin_unlearn.train.unlearn.methods import masked_lora as masked_lora_method
 from tests.models import tokenizer_dir
 
 D_FF = 48
@@ -99,12 +100,12 @@ def test_cancel_keeps_lora_a_inside_the_mask_and_trainable(rank):
     assert all(not torch.equal(a, p) for a, p in zip(before, params, strict=True))
 
 
-def test_recipe_wrap_applies_the_configured_init():
+def test_masked_lora_wrap_applies_the_configured_init():
     for lora_init, changed in (("zero", False), ("cancel", True)):
         model = tiny_llama()
         base = model.model.layers[1].mlp.down_proj.weight.detach().clone()
         cfg = UnlearnConfig(lora_init=lora_init, rank=16)
-        peft_model, _ = recipe.wrap(SimpleNamespace(cfg=cfg, model=model), MASK)
+        peft_model, _ = masked_lora_method.wrap(SimpleNamespace(cfg=cfg, model=model), MASK)
         weight = merged_down_proj(peft_model)[1]
         assert torch.equal(weight, base) is not changed
         assert masked_lora.outside_mask_max(peft_model, MASK) == 0.0
@@ -136,8 +137,13 @@ def test_good_deep_settings_load():
 
 
 @pytest.fixture(scope="module")
-def data():
-    return {n: build_data(UnlearnConfig(prefill_augment=n)) for n in (0, 2, 6)}
+def run(tmp_path_factory):
+    return tmp_path_factory.mktemp("run")  # its world stage is written by the first build_data
+
+
+@pytest.fixture(scope="module")
+def data(run):
+    return {n: build_data(UnlearnConfig(prefill_augment=n), run) for n in (0, 2, 6)}
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
@@ -193,13 +199,13 @@ def test_prefilled_examples_join_their_target_group(data, tokenizer):
     assert rec and all(not deep.continuation(o, t).strip().startswith(o) for o, t in rec)
 
 
-def test_prefill_draws_follow_the_seed_and_leave_other_data_alone(data):
+def test_prefill_draws_follow_the_seed_and_leave_other_data_alone(data, run):
     plain, augmented = data[0], data[2]
     assert plain.forget_prefill == []
     for key in ("forget_reference", "forget_target", "neighbour", "retain", "eval_sets"):
         assert getattr(plain, key) == getattr(augmented, key)
-    again = build_data(UnlearnConfig(prefill_augment=2)).forget_prefill
-    other = build_data(UnlearnConfig(prefill_augment=2, seed=1)).forget_prefill
+    again = build_data(UnlearnConfig(prefill_augment=2), run).forget_prefill
+    other = build_data(UnlearnConfig(prefill_augment=2, seed=1), run).forget_prefill
     assert again == augmented.forget_prefill and other != augmented.forget_prefill
     for n, d in data.items():
         per_prompt: dict = {}
@@ -216,7 +222,8 @@ def test_npo_lowers_the_true_answer_and_is_zero_when_off(base_dir):
     from orin_unlearn.edge.adapters import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
     from orin_unlearn.train.chat_data import collate, encode_example
-    from orin_unlearn.train.unlearn.losses import LOSSES, NPO_BETA, LossContext, Step, answer_logprob
+    from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
+    from orin_unlearn.train.unlearn.losses.forget_npo import NPO_BETA, answer_logprob
 
     model, tok = load_model(base_dir), ChatTokenizer(base_dir)
     rows = [
@@ -247,7 +254,7 @@ def test_npo_lowers_the_true_answer_and_is_zero_when_off(base_dir):
     assert LOSSES["forget_npo"](same, Step(forget={}, retain=None)).item() == 0.0
 
 
-def test_truth_batches_are_off_by_default_and_seeded_apart():
+def test_truth_batches_are_off_by_default_and_seeded_apart(tmp_path):
     from orin_unlearn.benchmarks.world import tiny_base_dir
     from orin_unlearn.edge.tokenizer import ChatTokenizer
     from orin_unlearn.train.unlearn import deep
@@ -256,7 +263,7 @@ def test_truth_batches_are_off_by_default_and_seeded_apart():
 
     tok = ChatTokenizer(tiny_base_dir())
     cfg = UnlearnConfig(forget_batch=4, retain_examples=8)
-    data = build_data(cfg)
+    data = build_data(cfg, tmp_path)
     assert deep.TruthBatches(cfg, tok, data).draw(slice(None)) is None
     on = UnlearnConfig(forget_batch=4, retain_examples=8, npo_weight=1.0)
     a, b = (

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import pytest
 import torch
 
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, split_prompts, tiny_base_dir
 from orin_unlearn.edge.adapters import load_model
-from orin_unlearn.edge.config import load_config
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import lunar, masked_lora
-from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn import config, lunar, masked_lora
 from orin_unlearn.train.unlearn.model_access import weight_digests
 from orin_unlearn.train.unlearn.probe import with_positions
 from tests.models import tiny_qwen2
@@ -44,31 +43,31 @@ def test_layer_choice():
     assert lunar.choose_layer(-1, mask, _scores(2)) == 2  # the mask layer with the most score
     assert lunar.choose_layer(-1, mask, _scores(0)) == 0
     assert lunar.choose_layer(3, mask, _scores(2)) == 3  # explicit wins
-    with pytest.raises(ConfigError, match="lunar_layer"):
+    with pytest.raises(ConfigError, match=r"'lunar\.layer'"):
         lunar.choose_layer(4, mask, _scores(2))
 
 
 @pytest.mark.parametrize(
     "override",
     [
-        "lunar_layer=-2",
-        "lunar_coefficient=0",
-        "lunar_steps=-1",
-        "lunar_lr=0",
-        "lunar_retain_weight=-1",
-        "lunar_positions=first",
-        "lunar_positions=last:0",
+        "lunar.layer=-2",
+        "lunar.coefficient=0",
+        "lunar.steps=-1",
+        "lunar.lr=0",
+        "lunar.retain_weight=-1",
+        "lunar.positions=first",
+        "lunar.positions=last:0",
     ],
 )
 def test_bad_lunar_values_name_the_key(override):
-    with pytest.raises(ConfigError, match=override.split("=")[0]):
-        load_config(UnlearnConfig, None, ["method=lunar", override])
+    with pytest.raises(ConfigError, match=f"config key '{re.escape(override.split('=')[0])}'"):
+        config.load(None, ["method=lunar", override])
 
 
 def test_lunar_is_a_method_and_masked_follows_its_flag():
-    cfg = load_config(UnlearnConfig, None, ["method=lunar"])
+    cfg = config.load(None, ["method=lunar"])
     assert cfg.masked
-    assert not dataclasses.replace(cfg, lunar_masked=False).masked
+    assert not dataclasses.replace(cfg, lunar=dataclasses.replace(cfg.lunar, masked=False)).masked
     assert not dataclasses.replace(cfg, method="lora").masked
 
 

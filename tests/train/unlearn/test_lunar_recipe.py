@@ -11,29 +11,28 @@ import pytest
 from safetensors.torch import load_file
 
 from orin_unlearn.edge import adapters
-from orin_unlearn.edge.config import load_config
 from orin_unlearn.edge.formats import read_manifest
-from orin_unlearn.train.unlearn.config import UnlearnConfig
+from orin_unlearn.train.unlearn import config
 from orin_unlearn.train.unlearn.mask import load_mask
 from orin_unlearn.train.unlearn.recipe import run_unlearning
 from tests.models import assert_vanilla_reload_matches
 
 CONFIG = Path(__file__).resolve().parents[3] / "train" / "configs" / "demo_tiny_lunar.yaml"
-SMALL = ["probe_max_prompts=16", "eval_max_prompts=8", "lunar_steps=60"]
+SMALL = ["probe_max_prompts=16", "eval_max_prompts=8", "lunar.steps=60"]
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def lunar_run(tmp_path_factory):
-    cfg = load_config(UnlearnConfig, CONFIG, SMALL)
+    cfg = config.load(CONFIG, SMALL)
     run = tmp_path_factory.mktemp("lunar")
     return cfg, run, run_unlearning(cfg, run)
 
 
 def test_shipped_lunar_config_loads():
-    cfg = load_config(UnlearnConfig, CONFIG)
-    assert cfg.method == "lunar" and cfg.masked
+    cfg = config.load(CONFIG)
+    assert cfg.method == "lunar" and cfg.masked and cfg.lunar.retain_weight == 10.0
 
 
 def test_one_layer_adapter_in_the_masked_lora_format(lunar_run):

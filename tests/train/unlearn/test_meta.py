@@ -13,9 +13,10 @@ from orin_unlearn.edge.config import load_config
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.train.chat_data import IGNORE, collate
-from orin_unlearn.train.unlearn import masked_lora, meta, model_access, recipe
+from orin_unlearn.train.unlearn import masked_lora, meta, model_access, recipe, train_loop
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
+from orin_unlearn.train.unlearn.methods import masked_lora as masked_lora_method
 from orin_unlearn.train.unlearn.probe import with_positions
 
 VOCAB = 64
@@ -229,9 +230,9 @@ def test_recipe_trains_with_the_meta_term_on_the_tiny_base(tmp_path):
     s = recipe.setup(cfg, tmp_path)
     before = model_access.weight_digests(s.model)
     mask = {1: torch.arange(0, 64, 3), 2: torch.arange(5, 40)}
-    model, reference = recipe.wrap(s, mask)
+    model, reference = masked_lora_method.wrap(s, mask)
     with progress_bar(disable=True) as progress:
-        history = recipe.stage_train(s, model, reference, {}, progress)
+        history = train_loop.train(s, model, reference, {}, progress)
     assert [("meta_forget_ce" in h) for h in history] == [False, True, False, True]
     assert all(h["meta_s"] > 0 for h in history[1::2])
     assert model_access.weight_digests(model) == before

@@ -117,7 +117,7 @@ def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
     _, run2, r2 = second
     assert r2["after"]["forget"]["leak"] <= 0.1
     tokenizer = ChatTokenizer(adapters.resolve_base("tiny"))
-    inception = build_data(cfg)
+    inception = build_data(cfg, run)
     for mode in ("stack", "merge"):
         model = adapters.load_unlearned("tiny", [run / "adapter", run2 / "adapter"], mode=mode)
         assert measure(model, tokenizer, inception, cfg)["forget"]["leak"] <= 0.05, mode

@@ -55,7 +55,7 @@ def test_table_averages_seeds_orders_budgets_and_flags_the_forget_bar():
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    rows = [_row(m, b, 0, 0.0, 0.5, 0.6) for m in sweep.METHODS for b in (16, 0)]
+    rows = [_row(m, b, 0, 0.0, 0.5, 0.6) for m in sweep.DEFAULT_METHODS for b in (16, 0)]
     path = sweep.plot({"table": sweep.table(rows)}, tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -90,7 +90,7 @@ def test_sweep_resumes_from_its_json_and_saves_every_point(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"), [({"methods": ("full",)}, "unknown methods"), ({"budgets": (-1,)}, ">= 0")]
+    ("kwargs", "match"), [({"methods": ("magic",)}, "unknown methods"), ({"budgets": (-1,)}, ">= 0")]
 )
 def test_bad_sweeps_are_refused_before_training(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -128,5 +128,8 @@ def test_masked_lora_beats_unmasked_at_equal_forgetting_with_little_retain_data(
 def test_cli_refuses_an_unknown_method_with_exit_2(tmp_path, capsys):
     from orin_unlearn.train.unlearn_cli import main
 
-    assert main(["sweep", "--methods", "masked_lora,full", "--out", str(tmp_path)]) == 2
-    assert "unknown methods ['full']" in capsys.readouterr().err
+    assert main(["sweep", "--methods", "masked_lora,magic", "--out", str(tmp_path)]) == 2
+    assert (
+        "unknown methods ['magic']; registered: ['full', 'lora', 'lunar', 'masked_lora']"
+        in capsys.readouterr().err
+    )

@@ -27,11 +27,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.edge import telemetry
-from orin_unlearn.edge.engine_manifest import parse_nv_tegra_release
-from orin_unlearn.edge.memory_budget import GIB, gib, parse_meminfo
+from orin_unlearn.edge.device import telemetry
+from orin_unlearn.edge.device.engine_manifest import parse_nv_tegra_release
+from orin_unlearn.edge.device.memory_budget import GIB, gib, parse_meminfo
+from orin_unlearn.edge.errors import EXIT_FAILED, EXIT_NOT_JETSON, EXIT_OK
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_NOT_JETSON = 0, 1, 5
+EXIT_PROBLEMS = EXIT_FAILED
 OK, MISSING, WARN, SKIP = "ok", "missing", "warn", "skip"
 
 # L4T (Jetson Linux) release -> JetPack. Supported: L4T 36.4.x, i.e. JetPack 6.1, 6.2 and 6.2.1,

@@ -9,7 +9,7 @@ unpack it there verified.
 Only stages that pass `verify_stage` are packed (manifest ok, every file as measured).
 `bundle.json` (first in the tar) lists every file with its size and sha256; with `--sign` the
 second member, `bundle.json.sig`, is an Ed25519 signature over the exact bytes of `bundle.json`.
-`OUT` ending in .gz/.tgz, .bz2 or .xz is compressed. Unpacking is in edge/unpack.py.
+`OUT` ending in .gz/.tgz, .bz2 or .xz is compressed. Unpacking is in edge/device/unpack.py.
 """
 
 from __future__ import annotations
@@ -19,21 +19,20 @@ import io
 import json
 import os
 import re
-import sys
 import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.edge import keys
-from orin_unlearn.edge.bundle_index import INDEX, SIGNATURE, parse_index, safe_name
+from orin_unlearn.edge.device import keys
+from orin_unlearn.edge.device.bundle_index import INDEX, SIGNATURE, parse_index, safe_name
+from orin_unlearn.edge.device.unpack import DEFAULT_MAX_BYTES, Unpacked, unpack, verify_installed
 from orin_unlearn.edge.errors import BundleError, ManifestError
 from orin_unlearn.edge.formats import MANIFEST, TMP_MARK, clean_litter, sha256_file, verify_stage
-from orin_unlearn.edge.unpack import DEFAULT_MAX_BYTES, Unpacked, unpack, verify_installed
 
 __all__ = ["INDEX", "SIGNATURE", "BundleError", "Unpacked", "main", "pack", "unpack"]
 
-DEFAULT_STAGES = ("adapter", "export/onnx-fp16")  # the adapter names the concept and its prompts
+DEFAULT_STAGES = ("world", "adapter", "export/onnx-fp16")  # world: the prompts every later stage reads
 _COMPRESSION = {".gz": "w:gz", ".tgz": "w:gz", ".bz2": "w:bz2", ".xz": "w:xz"}
 
 
@@ -133,26 +132,22 @@ def main(argv: list[str]) -> int:
         help="refuse a bundle that would write more than this (default 64G)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        if args.verify:
-            done = verify_installed(args.verify, trust=args.trust)
-            origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
-            print(f"verified {len(done.index['files'])} files in {args.verify} ({origin})")
-        elif args.unpack:
-            if not args.into:
-                parser.error("--unpack needs --into")
-            done = unpack(args.unpack, args.into, trust=args.trust, max_bytes=args.max_bytes)
-            origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
-            print(f"verified {len(done.index['files'])} files into {args.into} ({origin})")
-        else:
-            if not (args.run and args.out):
-                parser.error("packing needs RUN_DIR and --out")
-            index = pack(args.run, args.out, tuple(args.stage or DEFAULT_STAGES), sign=args.sign)
-            signed = "signed" if args.sign else "unsigned"
-            print(
-                f"packed {len(index['files'])} files of {', '.join(index['stages'])} into {args.out} ({signed})"
-            )
-    except ValueError as e:  # BundleError, ManifestError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.verify:
+        done = verify_installed(args.verify, trust=args.trust)
+        origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
+        print(f"verified {len(done.index['files'])} files in {args.verify} ({origin})")
+    elif args.unpack:
+        if not args.into:
+            parser.error("--unpack needs --into")
+        done = unpack(args.unpack, args.into, trust=args.trust, max_bytes=args.max_bytes)
+        origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
+        print(f"verified {len(done.index['files'])} files into {args.into} ({origin})")
+    else:
+        if not (args.run and args.out):
+            parser.error("packing needs RUN_DIR and --out")
+        index = pack(args.run, args.out, tuple(args.stage or DEFAULT_STAGES), sign=args.sign)
+        signed = "signed" if args.sign else "unsigned"
+        print(
+            f"packed {len(index['files'])} files of {', '.join(index['stages'])} into {args.out} ({signed})"
+        )
     return 0

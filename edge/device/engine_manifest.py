@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -149,15 +148,6 @@ def write_bytes_atomic(path: Path, data: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def record_refit(engine_dir: str | Path, manifest: dict, weights: int) -> None:
-    """Re-hash the refitted plan into `manifest` and note the refit, then rewrite manifest.json."""
-    plan = Path(engine_dir) / PLAN
-    results = manifest.setdefault("results", {})
-    results.update(plan_sha256=sha256_file(plan), plan_bytes=plan.stat().st_size)
-    results["refits"] = [*results.get("refits", []), {"weights": weights, "time": time.time()}]
-    manifest.update(write_manifest(engine_dir, manifest))
 
 
 def check_matches(manifest: Mapping[str, Any], device: DeviceInfo) -> None:

@@ -2,7 +2,7 @@
 
 A benchmark wraps the measured work in a `TegrastatsLogger` and asks for a `summary`:
 
-    from orin_unlearn.edge.telemetry import TegrastatsLogger, TegrastatsUnavailableError, summary
+    from orin_unlearn.edge.device.telemetry import TegrastatsLogger, TegrastatsUnavailableError, summary
 
     try:
         with TegrastatsLogger(interval_ms=100, jsonl_path="bench/tegrastats.jsonl") as logger:

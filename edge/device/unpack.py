@@ -29,8 +29,8 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from orin_unlearn.edge import keys
-from orin_unlearn.edge.bundle_index import (
+from orin_unlearn.edge.device import keys
+from orin_unlearn.edge.device.bundle_index import (
     INDEX,
     MAX_INDEX_BYTES,
     MAX_SIGNATURE_BYTES,

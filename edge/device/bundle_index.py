@@ -3,7 +3,7 @@ signature member, and how an unpacked bundle is told apart from a folder of some
 
 `bundle.json` is the tar's first member: the stages and the size and sha256 of every file, each
 under one stage folder. `bundle.json.sig`, when the bundle is signed, is the second member: an
-Ed25519 signature over the exact bytes of the first (edge/keys.py). Unpacking writes both next
+Ed25519 signature over the exact bytes of the first (edge/device/keys.py). Unpacking writes both next
 to the stages, so a folder holding a `bundle.json` that lists every other file in it is an
 earlier bundle of ours, which unpacking may replace; anything else there is refused.
 

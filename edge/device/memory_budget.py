@@ -18,7 +18,7 @@ out-of-memory kill on a kiosk takes the desktop with it). Estimates, all stated 
 `check` raises MemoryBudgetError naming both numbers and what to do instead (the int8/int4
 onnxruntime variants, a smaller model, a shorter context). Pure Python: runs anywhere.
 
-    from orin_unlearn.edge.memory_budget import ModelMemory, check, mem_available, run_need
+    from orin_unlearn.edge.device.memory_budget import ModelMemory, check, mem_available, run_need
 
     model = ModelMemory.from_dir("/opt/orin-unlearn/demo/export/onnx-fp16")
     check(run_need(model.weight_bytes, model.kv_cache_bytes(4096)), mem_available(), model.name)
@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from orin_unlearn.edge.errors import MemoryBudgetError
 
 BUILD_FACTOR = 3.5
 ACTIVATION_FRACTION = 0.10
@@ -45,15 +47,6 @@ ADVICE = (
     "then `orin-unlearn serve --model .../onnx-int4`), a smaller model (e.g. Qwen2.5-1.5B or 0.5B) or a "
     "shorter context; the desktop holds about 1 GB (`sudo systemctl isolate multi-user.target` frees it)"
 )
-
-
-class MemoryBudgetError(RuntimeError):
-    """The module cannot hold what a build or a served model needs; the message names both numbers."""
-
-    def __init__(self, message: str, need_bytes: int, available_bytes: int):
-        super().__init__(message)
-        self.need_bytes = need_bytes
-        self.available_bytes = available_bytes
 
 
 def gib(n: float) -> str:

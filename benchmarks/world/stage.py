@@ -1,0 +1,174 @@
+"""The world stage of a run directory: the exact prompts of a concept's split, as JSONL files.
+
+RUN/world/ holds forget / neighbour / retain (train templates) and heldout_forget /
+heldout_neighbour / heldout_retain (held-out templates), one `Prompt` a line, and a manifest.
+It is written once (`orin-unlearn world prompts`, or the unlearn recipe on a fresh run); every
+later stage reads its prompts back from it, so what a run trained and measured on is what its
+files say, not what the catalogue and templates would generate today.
+
+    write_world("runs/demo/world", "Inception")
+    splits = load_world("runs/demo")                      # the same `Splits`, in the same order
+    sets = heldout_sets(splits, seed, max_prompts)        # the evaluation sets of the run
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import deque
+from pathlib import Path
+
+from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept, load_catalogue
+from orin_unlearn.benchmarks.world.prompts import Prompt, build_prompts, read_jsonl, write_jsonl
+from orin_unlearn.benchmarks.world.splits import SETS, Splits, split_prompts
+from orin_unlearn.edge.errors import ManifestError
+from orin_unlearn.edge.formats import (
+    TMP_MARK,
+    make_manifest,
+    sha256_file,
+    stage_dir,
+    verify_stage,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+WORLD = "world"
+
+
+class MissingWorldError(ManifestError):
+    """A run directory without its world stage: nothing to read the prompts from."""
+
+
+def world_dir(run: str | Path) -> Path:
+    return Path(run) / WORLD
+
+
+def build_splits(concept: Concept | str, catalogue: Catalogue | None = None) -> Splits:
+    """The split the world stage writes for `concept`, built in memory from the catalogue and
+    templates. Only for writing the stage, and for tools given no run directory."""
+    catalogue = catalogue or load_catalogue()
+    return split_prompts(build_prompts(catalogue), catalogue, concept)
+
+
+def write_world(out: str | Path, concept: str) -> dict:
+    """Write forget/neighbour/retain (train templates) and heldout_* (held-out templates) JSONL
+    and the stage's manifest into `out` (replaced atomically); returns the manifest's results."""
+    catalogue = load_catalogue()
+    splits = build_splits(concept, catalogue)
+    counts: dict[str, int] = {}
+    with stage_dir(out) as tmp:
+        for name in SETS:
+            for split, prefix in (("train", ""), ("heldout", "heldout_")):
+                prompts = splits.get(name, split)
+                write_jsonl(prompts, tmp / f"{prefix}{name}.jsonl")
+                counts[f"{prefix}{name}"] = len(prompts)
+        inputs = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.jsonl"))}
+        results = {
+            "concept": splits.concept.name,
+            "kind": splits.concept.kind,
+            "films": len(catalogue),
+            "prompts": counts,
+        }
+        write_manifest(tmp, make_manifest(WORLD, inputs, {"concept": concept}, results, True))
+    return results
+
+
+def load_world(run: str | Path, concept: str | None = None) -> Splits:
+    """The `Splits` the world stage of `run` holds, with every prompt in the order it was written
+    (so `heldout_sets(splits, seed, n)` draws exactly the prompts it drew when it was written).
+
+    Raises MissingWorldError when `run` has no world stage, ManifestError when its files differ
+    from its manifest (an edit is accepted once the manifest is written again), a prompt sits in
+    the file of the other template split, or `concept` is given and is not the world's concept.
+    """
+    folder = world_dir(run)
+    if not folder.is_dir():
+        raise MissingWorldError(
+            f"{run} has no world stage ({folder} is missing): write it with "
+            f"`orin-unlearn world prompts --concept C --out {folder}`"
+        )
+    manifest = verify_stage(folder)
+    if manifest is None or manifest.get("stage") != WORLD:  # None: unreadable, under --trust-unverified
+        raise ManifestError(
+            f"{folder} is not a world stage: write it again with `orin-unlearn world prompts`"
+        )
+    catalogue = load_catalogue()
+    world_concept = catalogue.concept(manifest["results"]["concept"])
+    if concept is not None and catalogue.concept(concept).name != world_concept.name:
+        raise ManifestError(
+            f"{folder} holds the prompts of {world_concept.name!r}, not of {concept!r}: "
+            f"use another run directory, or rewrite it with `orin-unlearn world prompts --concept "
+            f"{json.dumps(concept)} --out {folder}`"
+        )
+    sets = {
+        name: _in_written_order(_read(folder, name, "train"), _read(folder, name, "heldout")) for name in SETS
+    }
+    return Splits(world_concept, *(tuple(sets[name]) for name in SETS))
+
+
+def ensure_world(run: str | Path, concept: str) -> Splits:
+    """`load_world(run, concept)`, writing RUN/world for `concept` first when the run has none
+    (so a recipe started on a fresh run directory still has one source for its prompts)."""
+    final = world_dir(run)
+    if not final.exists():
+        log.info("%s has no world stage: writing the prompts of %r", run, concept)
+        # written aside, then renamed only if still absent: the processes of `accelerate launch`
+        # all start on the same fresh run, and a reader must never see the folder replaced
+        staging = final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}")
+        write_world(staging, concept)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(staging)  # another process wrote it first
+    return load_world(run, concept)
+
+
+def _read(folder: Path, name: str, split: str) -> list[Prompt]:
+    path = folder / f"{'heldout_' if split == 'heldout' else ''}{name}.jsonl"
+    try:
+        prompts = read_jsonl(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ManifestError(f"{path} is not a file of prompts: {type(e).__name__}: {e}") from None
+    wrong = next((n for n, p in enumerate(prompts, 1) if p.split != split), None)
+    if wrong is not None:
+        raise ManifestError(f"{path}:{wrong} is a {prompts[wrong - 1].split!r} prompt in the {split!r} file")
+    return prompts
+
+
+def _group_key(p: Prompt) -> str:
+    """What every template of one question shares (its train and held-out paraphrases alike)."""
+    return json.dumps([p.family, p.messages[:-1], p.subjects, p.answer_film, p.request], sort_keys=True)
+
+
+def _groups(prompts: list[Prompt]) -> list[tuple[str, list[Prompt]]]:
+    """(key, prompts) of each run of consecutive templates of one question (template numbers
+    rise within a run)."""
+    out: list[tuple[str, list[Prompt]]] = []
+    for p in prompts:
+        key = _group_key(p)
+        if not out or key != out[-1][0] or p.template <= out[-1][1][-1].template:
+            out.append((key, []))
+        out[-1][1].append(p)
+    return out
+
+
+def _in_written_order(train: list[Prompt], heldout: list[Prompt]) -> list[Prompt]:
+    """The set's prompts as the world generated them: each question's train templates followed
+    by its held-out ones (held-out groups of one question are taken in file order; one that
+    matches no train group, after an edit of its question's key fields, comes last)."""
+    held = _groups(heldout)
+    pending: dict[str, deque[list[Prompt]]] = {}
+    for key, group in held:
+        pending.setdefault(key, deque()).append(group)
+    out: list[Prompt] = []
+    for key, group in _groups(train):
+        out += group
+        if pending.get(key):
+            out += pending[key].popleft()
+    left = {id(g) for queue in pending.values() for g in queue}
+    return out + [p for _, group in held if id(group) in left for p in group]

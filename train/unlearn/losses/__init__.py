@@ -1,0 +1,93 @@
+"""Registry of unlearning loss terms: each module of this package is one term, `fn(ctx, step) ->
+scalar tensor`, registered by name with `@loss_term`. A gradient method (train/unlearn/
+train_loop.py) sums the terms its config names in `losses`, each times its weight; a term at
+weight 0 is not computed. Adding a term is one new file here:
+
+    @loss_term("my_term", weight="my_weight")  # weight: the UnlearnConfig key (1.0 without one)
+    def my_term(ctx: LossContext, step: Step) -> torch.Tensor: ...
+
+then `losses: [forget_ce, retain_kl, my_term]` in a config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+LOSSES: dict[str, Callable] = {}  # name -> fn(ctx, step)
+WEIGHTS: dict[str, str] = {}  # name -> the UnlearnConfig key holding its weight (1.0 when absent)
+
+
+def loss_term(name: str, weight: str | None = None) -> Callable[[Callable], Callable]:
+    """Register a loss term under `name`; its weight in a run is the config value `weight`."""
+
+    def register(fn: Callable) -> Callable:
+        LOSSES[name] = fn
+        if weight is not None:
+            WEIGHTS[name] = weight
+        return fn
+
+    return register
+
+
+@dataclass
+class LossContext:
+    model: torch.nn.Module
+    reference: Callable[[dict], torch.Tensor]  # inputs -> frozen base logits
+    directions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> unit vector (d_model)
+    device: str = "cpu"
+    kl_positions: str = "all"  # "all" non-pad positions, or only those that predict the "reply"
+
+
+@dataclass
+class Step:
+    """One step's batches, and the forget forward pass shared by the terms that need it."""
+
+    forget: dict
+    retain: dict | None
+    truth: dict | None = None  # forget prompts with their true answers (forget_npo)
+    _forget_out: tuple | None = None
+
+    def forget_forward(self, ctx: LossContext) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """(CE loss, {layer: MLP output}) of the forget batch, computed once per step."""
+        if self._forget_out is None:
+            from orin_unlearn.train.unlearn.model_access import down_proj
+
+            outputs: dict[int, torch.Tensor] = {}
+            hooks = [
+                down_proj(ctx.model, layer).register_forward_hook(
+                    lambda _m, _a, out, layer=layer: outputs.__setitem__(layer, out)
+                )
+                for layer in ctx.directions
+            ]
+            try:
+                loss = ctx.model(**model_inputs(self.forget, ctx.device)).loss
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._forget_out = (loss, outputs)
+        return self._forget_out
+
+
+def loss_weights(cfg) -> dict[str, float]:
+    """The terms a run's config (UnlearnConfig) names in `losses`, in order, with their weights."""
+    return {name: getattr(cfg, WEIGHTS[name]) if name in WEIGHTS else 1.0 for name in cfg.losses}
+
+
+def model_inputs(batch: dict, device, labels: bool = True) -> dict:
+    """The model's keyword inputs from a collated batch, on `device`."""
+    keys = ("input_ids", "attention_mask", "labels") if labels else ("input_ids", "attention_mask")
+    return {k: batch[k].to(device) for k in keys}
+
+
+def _import_terms() -> None:
+    """Import every module of this package: each registers its term."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_terms()
