@@ -86,7 +86,9 @@ def test_missing_adapter_skips_the_model_analyses(run_dir, tmp_path, small, caps
 
 
 def test_unknown_analysis_is_an_error(run_dir, capsys):
-    assert cli.main([str(run_dir), "--only", "astrology"]) == 2
+    from orin_unlearn.edge import cli as orin
+
+    assert orin.main(["analyze", str(run_dir), "--only", "astrology"]) == 2
     assert "astrology" in capsys.readouterr().err
 
 
