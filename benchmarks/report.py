@@ -100,11 +100,11 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 
 def redraw_plots(run_dir: Path) -> None:
     """bench/*.png drawn again from bench/*.json (a device run brings back only the JSON)."""
-    from orin_unlearn.benchmarks import latency, plots, quality_bench, robustness
+    from orin_unlearn.benchmarks import latency, plots, quality_bench, robustness_report
 
     for name, draw in (
         ("quality", quality_bench.plot),
-        ("robustness", robustness.plot),
+        ("robustness", robustness_report.plot),
         ("latency", latency.plot),
     ):
         path = run_dir / "bench" / f"{name}.json"

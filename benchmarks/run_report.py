@@ -255,7 +255,7 @@ def _verdict(value: bool | None) -> str:
 
 def robustness_row(run: Path) -> tuple[dict, list[dict]]:
     """Leak rates under prompt and weight attacks, and the deep-forgetting card's bars."""
-    from orin_unlearn.benchmarks import robustness, robustness_card
+    from orin_unlearn.benchmarks import robustness_card, robustness_report
 
     result = _json(run / "bench" / "robustness.json")
     metrics = {f"{name} leak": r["unlearned"]["leak"] for name, r in result["attacks"].items()}
@@ -271,7 +271,7 @@ def robustness_row(run: Path) -> tuple[dict, list[dict]]:
     }
     section = {
         "title": ROBUSTNESS_TITLE,
-        "body": robustness.markdown(result),
+        "body": robustness_report.markdown(result),
         "images": ["bench/robustness.png"],
     }
     return row, [section]

@@ -4,7 +4,7 @@ Every measurement (the export gate, the quality table, the robustness attacks, t
 evaluation) answers through `BackendChat`, over the same backend objects the server's `Generator`
 runs, so what is measured is what is served. A backend with `greedy_batch` (onnxruntime, torch)
 answers a length-sorted batch at once; any other (TensorRT) answers one sequence at a time
-through `prefill` / `decode` with the `Generator`'s greedy rule.
+through the server's own `Generator` at temperature 0.
 
     chat = BackendChat.from_dir("runs/demo/export/onnx-fp16")
     chat.answer_batch([[{"role": "user", "content": "Who directed Inception?"}]], max_new_tokens=40)
@@ -12,19 +12,15 @@ through `prefill` / `decode` with the `Generator`'s greedy rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from orin_unlearn.edge.backends import Backend, open_backend
 from orin_unlearn.edge.batching import by_length
-from orin_unlearn.edge.generator import ContextOverflowError
-from orin_unlearn.edge.sampling import SamplingParams, choose
+from orin_unlearn.edge.generator import Generator
+from orin_unlearn.edge.sampling import SamplingParams
 from orin_unlearn.edge.tokenizer import ChatTokenizer
-
-GREEDY = SamplingParams()  # temperature 0: what `Generator` does with a greedy request
 
 
 class Chat(Protocol):
@@ -39,41 +35,6 @@ class Chat(Protocol):
         batch_size: int = 64,
         on_batch: Callable[[int], None] | None = None,
     ) -> list[str]: ...
-
-
-def greedy_tokens(
-    backend: Backend, prompt: list[int], max_new_tokens: int, stop_ids: Sequence[int]
-) -> list[int]:
-    """One greedy continuation through `prefill` / `decode`, cut before its first stop token;
-    the `Generator`'s rule at temperature 0, and its limits (ContextOverflowError for a prompt
-    that does not fit; the reply stops at the context)."""
-    fits = min(backend.max_context - 1, getattr(backend, "max_prompt", backend.max_context))
-    if len(prompt) > fits:
-        raise ContextOverflowError(f"the prompt has {len(prompt)} tokens; this model accepts at most {fits}")
-    rng = np.random.default_rng(0)  # unused by a greedy choice; `choose` takes one
-    stops = set(stop_ids)
-    limit = min(max_new_tokens, backend.max_context - len(prompt))
-    tokens: list[int] = []
-    logits = backend.prefill(prompt)
-    while len(tokens) < limit:
-        token = choose(logits, GREEDY, rng)
-        if token in stops:
-            break
-        tokens.append(token)
-        if len(tokens) < limit:
-            logits = backend.decode(token)
-    return tokens
-
-
-def greedy_batch(
-    backend: Backend, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], pad_id: int
-) -> list[list[int]]:
-    """Greedy continuations of token-id prompts: the backend's own batched `greedy_batch` where it
-    has one, else one prompt at a time (`greedy_tokens`)."""
-    batched = getattr(backend, "greedy_batch", None)
-    if batched is not None:
-        return batched(prompts, max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id)
-    return [greedy_tokens(backend, p, max_new_tokens, stop_ids) for p in prompts]
 
 
 class BackendChat:
@@ -106,15 +67,23 @@ class BackendChat:
         starts = prefixes or [""] * len(conversations)
 
         def answer(idx: list[int]) -> list[str]:
-            tokens = greedy_batch(
-                self.backend,
-                [encoded[i] for i in idx],
-                max_new_tokens=max_new_tokens,
-                stop_ids=tok.stop_token_ids,
-                pad_id=tok.pad_token_id,
-            )
+            tokens = self.greedy_tokens([encoded[i] for i in idx], max_new_tokens)
             if on_batch is not None:
                 on_batch(len(idx))
             return [(starts[i] + tok.decode(t)).strip() for i, t in zip(idx, tokens, strict=True)]
 
         return by_length([len(e) for e in encoded], batch_size, answer)
+
+    def greedy_tokens(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy continuations of token-id prompts, each cut before its first stop token: the
+        backend's own batched `greedy_batch` where it has one, else the serving `Generator` at
+        temperature 0, one prompt at a time (ContextOverflowError for a prompt that does not fit)."""
+        tok = self.tokenizer
+        batched = getattr(self.backend, "greedy_batch", None)
+        if batched is not None:
+            return batched(
+                prompts, max_new_tokens=max_new_tokens, stop_ids=tok.stop_token_ids, pad_id=tok.pad_token_id
+            )
+        generator = Generator(self.backend, tok)
+        params = SamplingParams(max_new_tokens=max_new_tokens)
+        return [generator.generate_ids(ids, params).tokens for ids in prompts]

@@ -19,6 +19,8 @@ import importlib
 import logging
 import sys
 
+from orin_unlearn.edge.errors import EXIT_USAGE, exit_status
+
 # (command words) -> module with main(argv); the longest matching prefix wins.
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("orin_unlearn.edge.demo", "run the whole pipeline on the embedded demo world"),
@@ -101,15 +103,25 @@ def usage() -> str:
 
 
 GLOBAL_FLAGS = ("--trust-unverified", "--debug")
-EXIT_USAGE = 2  # edge/errors.py EXIT_USAGE; the CLI imports nothing of its own at start-up
+
+
+def split_flags(argv: list[str]) -> tuple[set[str], list[str]]:
+    """(the global flags given, the command line without them)."""
+    return {f for f in GLOBAL_FLAGS if f in argv}, [a for a in argv if a not in GLOBAL_FLAGS]
+
+
+def command_of(argv: list[str]) -> tuple[str, list[str]] | None:
+    """(module, the command's own arguments) for the longest matching command words, or None."""
+    for n in (2, 1):
+        if tuple(argv[:n]) in COMMANDS:
+            return COMMANDS[tuple(argv[:n])][0], argv[n:]
+    return None
 
 
 def run(module_name: str, argv: list[str], debug: bool) -> tuple[int, str | None]:
     """`module.main(argv)`, the one place where a command's errors become exit statuses: a typed
     error (`errors.EXIT_STATUS`) gives its status and its one-line message unless `debug`;
     anything else is a bug and keeps its traceback."""
-    from orin_unlearn.edge.errors import exit_status
-
     try:
         return int(importlib.import_module(module_name).main(argv) or 0), None
     except Exception as e:
@@ -122,24 +134,21 @@ def run(module_name: str, argv: list[str], debug: bool) -> tuple[int, str | None
 def call(argv: list[str]) -> tuple[int, str | None]:
     """A command run in-process, as the console script runs it: (exit status, error line or None).
     Global flags are read as by `main`; an unknown command is a usage error."""
-    argv = list(argv)
-    flags = {f for f in GLOBAL_FLAGS if f in argv}
-    argv = [a for a in argv if a not in GLOBAL_FLAGS]
     from orin_unlearn.edge.formats import trust_unverified
 
+    flags, argv = split_flags(list(argv))
+    found = command_of(argv)
+    if found is None:
+        return EXIT_USAGE, f"unknown command: {' '.join(argv[:2])}" if argv else "no command given"
     if "--trust-unverified" in flags:
         logging.getLogger("orin_unlearn").warning(
             "--trust-unverified: stages that fail verification will be USED, not refused"
         )
-    for n in (2, 1):
-        words = tuple(argv[:n])
-        if words in COMMANDS:
-            trust_unverified("--trust-unverified" in flags)
-            try:
-                return run(COMMANDS[words][0], argv[n:], "--debug" in flags)
-            finally:
-                trust_unverified(False)  # in-process callers (the demo, tests) get it for one command
-    return EXIT_USAGE, f"unknown command: {' '.join(argv[:2])}" if argv else "no command given"
+    trust_unverified("--trust-unverified" in flags)
+    try:
+        return run(*found, "--debug" in flags)
+    finally:
+        trust_unverified(False)  # in-process callers (the demo, tests) get it for one command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,11 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+    if command_of(split_flags(argv)[1]) is None:
+        print(usage() + "\n", file=sys.stderr)
     status, error = call(argv)
     if error is not None:
-        if error.startswith(("unknown command", "no command given")):
-            print(usage(), file=sys.stderr)
-            print("", file=sys.stderr)
         print(f"error: {error}", file=sys.stderr)
     return status
 

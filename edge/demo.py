@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 
 from orin_unlearn.edge import cli
+from orin_unlearn.edge.errors import EXIT_FAILED
 from orin_unlearn.edge.formats import MANIFEST, read_manifest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ def plan(base: str | None, config: str | None, limit: int | None) -> Plan:
 def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str, list[str]]]:
     """(step name, command words) in pipeline order: what a user would type."""
     served = str(run / "export" / "onnx-fp16")
+    config = ["--config", str(setup.config), "--out", str(run)]
+    # JSON strings are YAML: a base directory with odd characters stays one value
+    overrides = [f"concept={concept}", f"base={json.dumps(setup.base)}"]
     out = [
         ("world", ["world", "prompts", "--concept", concept, "--out", str(run / "world")]),
         (
@@ -113,17 +117,10 @@ def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str
             + ["--out", str(run / "base")]
             + ([] if setup.tiny else ["--no-bars"]),
         ),
-        (
-            "unlearn",
-            ["unlearn", "--config", str(setup.config), "--out", str(run), f"concept={concept}"]
-            + [f"base={json.dumps(setup.base)}"],  # JSON strings are YAML: a path stays one value
-        ),
+        ("unlearn", ["unlearn", *config, *overrides]),
     ]
     if compare:
-        overrides = out[-1][1][5:]  # concept=..., base=...
-        out.append(
-            ("compare", ["unlearn", "compare", "--config", str(setup.config), "--out", str(run), *overrides])
-        )
+        out.append(("compare", ["unlearn", "compare", *config, *overrides]))
     out += [
         ("analysis", ["analyze", str(run)] + ([] if setup.tiny else ["--only", REAL_MODEL_ANALYSES])),
         (
@@ -159,12 +156,13 @@ def run_step(words: list[str]) -> dict:
     print(f"\n$ orin-unlearn {shlex.join(words)}", flush=True)
     try:
         code, error = cli.call(words)
+        wrote = code in WROTE_RESULTS
     except Exception as e:  # one broken step must not hide the others' results, nor the report
         log.exception("demo step failed: %s", shlex.join(words))
-        code, error = 1, f"{type(e).__name__}: {e}"
+        code, error, wrote = EXIT_FAILED, f"{type(e).__name__}: {e}", False
     step: dict = {"command": f"orin-unlearn {shlex.join(words)}", "exit": code}
     step["status"] = "ok" if code == 0 else "failed"
-    if code not in WROTE_RESULTS or (error and code == 1):
+    if not wrote:
         step["reason"] = error or f"exit status {code}"
     return step
 

@@ -148,12 +148,16 @@ class Generator:
         """Token ids of the chat-templated prompt; ContextOverflowError when it does not fit."""
         self.check_prompt_size(messages)
         ids = self.tokenizer.encode_chat(messages)
+        self.check_prompt_length(ids)
+        return ids
+
+    def check_prompt_length(self, ids: list[int]) -> None:
+        """ContextOverflowError when a tokenised prompt leaves no room for the reply."""
         if len(ids) > self.max_prompt:
             raise ContextOverflowError(
                 f"the prompt has {len(ids)} tokens; this model accepts at most {self.max_prompt} "
                 f"(context {self.backend.max_context}, with room for the reply)"
             )
-        return ids
 
     def stream(
         self, messages: list[dict], params: SamplingParams, cancelled: Callable[[], bool] | None = None
@@ -169,7 +173,12 @@ class Generator:
         return Stream(self._steps(ids, params, cancelled or (lambda: False), logprobs), logprobs)
 
     def generate(self, messages: list[dict], params: SamplingParams) -> Completion:
-        stream = self.stream(messages, params)
+        return self.generate_ids(self.prompt_ids(messages), params)
+
+    def generate_ids(self, ids: list[int], params: SamplingParams) -> Completion:
+        """The whole reply to a tokenised prompt (ContextOverflowError when it does not fit)."""
+        self.check_prompt_length(ids)
+        stream = self.stream_ids(ids, params)
         for _ in stream:
             pass
         assert stream.completion is not None  # set by the last step of every stream

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-from collections import deque
 from pathlib import Path
 
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept, load_catalogue
@@ -71,6 +70,11 @@ def write_world(out: str | Path, concept: str) -> dict:
             "kind": splits.concept.kind,
             "films": len(catalogue),
             "prompts": counts,
+            # each set's train (t) and held-out (h) templates in generated order, which the two
+            # files alone lose: relearning and the stability analysis sample from the whole set
+            "order": {
+                name: "".join("h" if p.split == "heldout" else "t" for p in splits.get(name)) for name in SETS
+            },
         }
         write_manifest(tmp, make_manifest(WORLD, inputs, {"concept": concept}, results, True))
     return results
@@ -103,10 +107,13 @@ def load_world(run: str | Path, concept: str | None = None) -> Splits:
             f"use another run directory, or rewrite it with `orin-unlearn world prompts --concept "
             f"{json.dumps(concept)} --out {folder}`"
         )
-    sets = {
-        name: _in_written_order(_read(folder, name, "train"), _read(folder, name, "heldout")) for name in SETS
-    }
-    return Splits(world_concept, *(tuple(sets[name]) for name in SETS))
+    order = manifest["results"].get("order")
+    if order is None:
+        raise ManifestError(
+            f"{folder} was written by an older version: write it again with `orin-unlearn world prompts`"
+        )
+    sets = [_interleave(folder, name, order[name]) for name in SETS]
+    return Splits(world_concept, *sets)
 
 
 def ensure_world(run: str | Path, concept: str) -> Splits:
@@ -140,35 +147,10 @@ def _read(folder: Path, name: str, split: str) -> list[Prompt]:
     return prompts
 
 
-def _group_key(p: Prompt) -> str:
-    """What every template of one question shares (its train and held-out paraphrases alike)."""
-    return json.dumps([p.family, p.messages[:-1], p.subjects, p.answer_film, p.request], sort_keys=True)
-
-
-def _groups(prompts: list[Prompt]) -> list[tuple[str, list[Prompt]]]:
-    """(key, prompts) of each run of consecutive templates of one question (template numbers
-    rise within a run)."""
-    out: list[tuple[str, list[Prompt]]] = []
-    for p in prompts:
-        key = _group_key(p)
-        if not out or key != out[-1][0] or p.template <= out[-1][1][-1].template:
-            out.append((key, []))
-        out[-1][1].append(p)
-    return out
-
-
-def _in_written_order(train: list[Prompt], heldout: list[Prompt]) -> list[Prompt]:
-    """The set's prompts as the world generated them: each question's train templates followed
-    by its held-out ones (held-out groups of one question are taken in file order; one that
-    matches no train group, after an edit of its question's key fields, comes last)."""
-    held = _groups(heldout)
-    pending: dict[str, deque[list[Prompt]]] = {}
-    for key, group in held:
-        pending.setdefault(key, deque()).append(group)
-    out: list[Prompt] = []
-    for key, group in _groups(train):
-        out += group
-        if pending.get(key):
-            out += pending[key].popleft()
-    left = {id(g) for queue in pending.values() for g in queue}
-    return out + [p for _, group in held if id(group) in left for p in group]
+def _interleave(folder: Path, name: str, order: str) -> tuple[Prompt, ...]:
+    """The set's train and held-out prompts merged back into the order the manifest records."""
+    files = {"t": iter(_read(folder, name, "train")), "h": iter(_read(folder, name, "heldout"))}
+    prompts = tuple(next(files[kind], None) for kind in order)
+    if None in prompts or any(next(rest, None) is not None for rest in files.values()):
+        raise ManifestError(f"{folder}: the {name} files do not hold the prompts its manifest counts")
+    return prompts  # type: ignore[return-value]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from orin_unlearn.benchmarks import robustness, weight_attacks
+from orin_unlearn.benchmarks import robustness_report, weight_attacks
 from orin_unlearn.benchmarks.weight_attacks import answer_position, quantized_copy, rtn_quantize
 from orin_unlearn.edge import cli
 from tests.models import tiny_qwen2
@@ -106,5 +106,5 @@ def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_
     assert {c["attacker"] for c in relearned["cells"]} == {"full lr=0.0001 forget", "lora lr=0.0001 forget"}
     assert relearned["before"]["base"] >= 0.8 and relearned["before"]["control"] <= 0.05
     assert set(relearned["worst"]) == {"10", "25", "50"}
-    text = robustness.markdown(result)
+    text = robustness_report.markdown(result)
     assert "Logit lens" in text and "Linear probe" in text and "robustness card" in text

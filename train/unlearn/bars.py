@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from orin_unlearn.benchmarks.run_report import check_line
+
 log = logging.getLogger(__name__)
 EPS = 1e-9
 
@@ -73,8 +75,7 @@ class Check:
             object.__setattr__(self, "sign", "<=" if BARS[self.bar][1] == "max" else ">=")
 
     def line(self) -> str:
-        shown = "not measured" if self.value is None else f"{self.value:.3f}"
-        return f"{self.bar} ({self.meaning}): {shown}, bar {self.sign} {self.limit:g}"
+        return check_line(asdict(self))
 
 
 def check(bars: dict[str, float], before: dict, after: dict) -> list[Check]:

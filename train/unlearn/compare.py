@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orin_unlearn.benchmarks.forgetting import headline, metric
+from orin_unlearn.benchmarks.run_report import summary_row
 from orin_unlearn.edge.formats import write_json_atomic
 from orin_unlearn.train.unlearn import methods as registry
 from orin_unlearn.train.unlearn.config import UnlearnConfig
@@ -85,19 +85,6 @@ def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str) -> dict:
         "relearn_recovery": relearned["worst"]["25"]["recovery"],
         "quant_int4": attacks["attacks"]["quant_int4"]["unlearned"]["leak"],
     }
-
-
-def summary_row(r: dict) -> dict:
-    """The after-unlearning metrics of one run, with the base's retain/neighbour, the leak after
-    the weight attacks (when measured) and the cost."""
-    row = headline(r["after"])
-    for name, leak in r.get("after_training", {}).items():
-        row[f"after {name}"] = leak
-    row["base retain accuracy"] = metric(r["before"], ("retain", "accuracy"))
-    row["base neighbour accuracy"] = metric(r["before"], ("neighbour", "accuracy"))
-    row["trainable params"] = r["parameters"]["effective"]
-    row["wall s"] = r["wall_s"]
-    return row
 
 
 def print_compare(summary: dict, console: Console | None = None) -> None:

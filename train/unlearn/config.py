@@ -8,14 +8,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
-from orin_unlearn.edge.config import build_config, parse_overrides
+from orin_unlearn.edge.config import build_config, coerce, read_values
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.train.unlearn.bars import BARS
 
@@ -185,7 +182,7 @@ class UnlearnConfig:
                 f"config key 'method': value {self.method!r} must be one of {sorted(methods.METHODS)}"
             )
         for key, cls in NESTED.items():
-            setattr(self, key, nested(cls, key, getattr(self, key)))
+            setattr(self, key, coerce(key, getattr(self, key), cls))
         checks = [
             ("target", self.target in TARGETS, f"one of {TARGETS}"),
             ("dtype", self.dtype in DTYPES, f"one of {DTYPES}"),
@@ -272,47 +269,11 @@ class UnlearnConfig:
         return asdict(self)
 
 
-def nested(cls: type[T], key: str, value: Any) -> T:
-    """`value` (a mapping from YAML, or a `cls` already) as dataclass `cls` of scalar entries; a bad
-    entry raises ConfigError naming it `key.entry`."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(value) - set(hints))
-    if unknown:
-        raise ConfigError(f"config key '{key}.{unknown[0]}': unknown; {key} takes {sorted(hints)}")
-    checked = {}
-    for name, v in value.items():
-        kind = hints[name]
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
-            raise ConfigError(f"config key '{key}.{name}': expected {kind.__name__}, got {v!r}")
-        checked[name] = v
-    return cls(**checked)
-
-
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> UnlearnConfig:
     """Values from a YAML file (optional), then `key=value` overrides, checked against
     UnlearnConfig (as `edge.config.load_config` does); a dotted override (`lunar.steps=60`) sets one
     entry of a nested mapping, and a flat key of an earlier version names its new place."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
-        values.update(loaded)
-    for key, value in parse_overrides(overrides or []).items():
-        section, dot, name = key.partition(".")
-        if dot and section in NESTED:
-            mapping = values.get(section, {})
-            if not isinstance(mapping, dict):
-                raise ConfigError(f"config key {section!r}: expected a mapping, got {mapping!r}")
-            values[section] = {**mapping, name: value}
-        else:
-            values[key] = value
+    values = read_values(path, overrides)
     for key in values:
         if key in RENAMED:
             section, _, name = RENAMED[key].partition(".")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orin_unlearn.train.unlearn.compare import attack_leaks, summary_row
+from orin_unlearn.benchmarks.run_report import summary_row
+from orin_unlearn.train.unlearn.compare import attack_leaks
 
 
 @pytest.fixture(scope="module")
