@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from itertools import combinations
 
@@ -98,23 +99,94 @@ def _rate(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+@dataclass(frozen=True)
+class ForgetMetrics:
+    """The forget set: leak rate (and which prompts leaked), forget-response rate, and the valid
+    substitutes among the prompts whose reference answer was the concept."""
+
+    n: int = 0
+    leak: float | None = None
+    leaked: list[bool] = field(default_factory=list)
+    forget_response: float | None = None
+    substitute_n: int = 0
+    substitute_valid: float | None = None
+
+
+@dataclass(frozen=True)
+class AccuracyMetrics:
+    """A neighbour or retain set: accuracy (and which prompts were right); with a base measured
+    on the same prompts, how many it got right and the share of those still right (`kept`)."""
+
+    n: int = 0
+    accuracy: float | None = None
+    correct: list[bool] = field(default_factory=list)
+    base_right: int | None = None
+    kept: float | None = None
+
+
+ACCURACY_SETS = ("neighbour", "retain")
+
+
+@dataclass(frozen=True)
+class UnlearningMetrics:
+    """One measurement of a model on a run's held-out sets (a set not measured is None); `drift`
+    is the generic-chat KL to the base where the training recipe measured it."""
+
+    forget: ForgetMetrics | None = None
+    neighbour: AccuracyMetrics | None = None
+    retain: AccuracyMetrics | None = None
+    examples: list[dict] = field(default_factory=list)
+    drift: dict | None = None
+
+    def value(self, set_name: str, key: str) -> float | None:
+        """One number, None when it was not measured (`value("retain", "accuracy")`)."""
+        if set_name == "drift":
+            return None if self.drift is None else self.drift.get(key)
+        part = getattr(self, set_name)
+        return None if part is None else getattr(part, key)
+
+    def to_json(self) -> dict:
+        out: dict = {}
+        for name in ("forget", *ACCURACY_SETS):
+            part = getattr(self, name)
+            if part is None:
+                continue
+            out[name] = asdict(part)
+            if isinstance(part, AccuracyMetrics) and part.base_right is None:  # measured without a base
+                del out[name]["base_right"], out[name]["kept"]
+        out["examples"] = self.examples
+        if self.drift is not None:
+            out["drift"] = self.drift
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> UnlearningMetrics:
+        return cls(
+            forget=ForgetMetrics(**data["forget"]) if "forget" in data else None,
+            neighbour=AccuracyMetrics(**data["neighbour"]) if "neighbour" in data else None,
+            retain=AccuracyMetrics(**data["retain"]) if "retain" in data else None,
+            examples=list(data.get("examples", [])),
+            drift=data.get("drift"),
+        )
+
+
 def forget_metrics(
     forget: Sequence[Prompt], replies: Sequence[str], concept: Concept, catalogue: Catalogue, refusal: str
-) -> dict:
+) -> ForgetMetrics:
     pairs = list(zip(forget, replies, strict=True))
     recs = [(p, r) for p, r in pairs if recommends_concept(p, concept)]
     responded = [
         refusal.casefold() in r.casefold() or is_substitute(p, r, concept, catalogue) for p, r in pairs
     ]
     leaked = [leaks(p, r, concept, catalogue) for p, r in pairs]
-    return {
-        "n": len(pairs),
-        "leak": _rate(leaked),
-        "leaked": leaked,
-        "forget_response": _rate(responded),
-        "substitute_n": len(recs),
-        "substitute_valid": _rate([is_substitute(p, r, concept, catalogue) for p, r in recs]),
-    }
+    return ForgetMetrics(
+        n=len(pairs),
+        leak=_rate(leaked),
+        leaked=leaked,
+        forget_response=_rate(responded),
+        substitute_n=len(recs),
+        substitute_valid=_rate([is_substitute(p, r, concept, catalogue) for p, r in recs]),
+    )
 
 
 def accuracy_rate(prompts: Sequence[Prompt], replies: Sequence[str], catalogue: Catalogue) -> float | None:
@@ -123,49 +195,46 @@ def accuracy_rate(prompts: Sequence[Prompt], replies: Sequence[str], catalogue: 
 
 def measure_unlearning(
     answer: AnswerFn, sets: dict[str, Sequence[Prompt]], concept: Concept, catalogue: Catalogue, refusal: str
-) -> dict:
+) -> UnlearningMetrics:
     """Forget metrics on sets["forget"], accuracy on sets["neighbour"] and sets["retain"]."""
     names = list(sets)
+    unknown = set(names) - {"forget", *ACCURACY_SETS}
+    if unknown:
+        raise ValueError(f"unknown evaluation sets {sorted(unknown)}; expected forget, neighbour, retain")
     flat = [p for n in names for p in sets[n]]
     replies = answer([list(p.messages) for p in flat])
-    out: dict = {}
+    parts: dict = {}
     i = 0
     for name in names:
         chunk = replies[i : i + len(sets[name])]
         i += len(sets[name])
         if name == "forget":
-            out["forget"] = forget_metrics(sets[name], chunk, concept, catalogue, refusal)
+            parts["forget"] = forget_metrics(sets[name], chunk, concept, catalogue, refusal)
         else:
             correct = [is_correct(p, r, catalogue) for p, r in zip(sets[name], chunk, strict=True)]
-            out[name] = {"n": len(chunk), "accuracy": _rate(correct), "correct": correct}
-    out["examples"] = [
+            parts[name] = AccuracyMetrics(n=len(chunk), accuracy=_rate(correct), correct=correct)
+    examples = [
         {"prompt": p.messages[-1]["content"], "reply": r} for p, r in zip(flat[:8], replies[:8], strict=True)
     ]
-    return out
+    return UnlearningMetrics(**parts, examples=examples)
 
 
-def kept(before: dict, after: dict) -> dict[str, dict]:
-    """Per accuracy set, the share of the prompts `before` answered right that `after` still
-    answers right (`None` where before got none right). Both results must come from the same
-    prompts, in the same order."""
-    out: dict[str, dict] = {}
-    for name in ("neighbour", "retain"):
-        b, a = before.get(name, {}).get("correct"), after.get(name, {}).get("correct")
+def with_kept(before: UnlearningMetrics, after: UnlearningMetrics) -> UnlearningMetrics:
+    """`after` with each accuracy set's `kept` relative to `before`: of the prompts `before`
+    answered right, the share `after` still answers right (None where before got none right).
+    Both must come from the same prompts, in the same order."""
+    kept = {}
+    for name in ACCURACY_SETS:
+        b, a = getattr(before, name), getattr(after, name)
         if b is None or a is None:
             continue
-        if len(b) != len(a):
-            raise ValueError(f"{name}: {len(b)} prompts before but {len(a)} after; not the same prompts")
-        right = [i for i, ok in enumerate(b) if ok]
-        out[name] = {"base_right": len(right), "kept": _rate([a[i] for i in right])}
-    return out
-
-
-def with_kept(before: dict, after: dict) -> dict:
-    """`after` with each accuracy set's `kept` (see `kept`) added, relative to `before`."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in after.items()}
-    for name, rel in kept(before, after).items():
-        out[name].update(rel)
-    return out
+        if len(b.correct) != len(a.correct):
+            raise ValueError(
+                f"{name}: {len(b.correct)} prompts before but {len(a.correct)} after; not the same prompts"
+            )
+        right = [i for i, ok in enumerate(b.correct) if ok]
+        kept[name] = replace(a, base_right=len(right), kept=_rate([a.correct[i] for i in right]))
+    return replace(after, **kept)
 
 
 # The headline numbers of an unlearning measurement, in the order every table shows them.
@@ -178,11 +247,6 @@ HEADLINE: tuple[tuple[str, tuple[str, str]], ...] = (
 )
 
 
-def metric(result: dict, path: tuple[str, str]) -> float | None:
-    """One number of a `measure_unlearning` result, None when it was not measured."""
-    return result.get(path[0], {}).get(path[1])
-
-
 def deviation_score(leak: float, retain: float) -> float:
     """LUNAR's Deviation Score, 100 * sqrt(forget^2 + (1 - retain)^2), lower is better: the
     distance from the ideal (nothing leaked, everything retained). forget is the leak rate."""
@@ -192,10 +256,11 @@ def deviation_score(leak: float, retain: float) -> float:
     return 100.0 * math.hypot(leak, 1.0 - retain)
 
 
-def headline(result: dict) -> dict[str, float | None]:
-    """The HEADLINE numbers, plus the Deviation Score when leak and retain were both measured."""
-    out = {label: metric(result, path) for label, path in HEADLINE}
-    leak, retain = metric(result, ("forget", "leak")), metric(result, ("retain", "accuracy"))
+def headline(result: UnlearningMetrics) -> dict[str, float | None]:
+    """The HEADLINE numbers by their table labels, plus the Deviation Score when leak and retain
+    were both measured."""
+    out = {label: result.value(*path) for label, path in HEADLINE}
+    leak, retain = result.value("forget", "leak"), result.value("retain", "accuracy")
     if leak is not None and retain is not None:
         out["deviation score"] = deviation_score(leak, retain)
     return out

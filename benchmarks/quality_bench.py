@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from orin_unlearn.benchmarks import drift, perplexity, plots
-from orin_unlearn.benchmarks.forgetting import headline, kept, measure_unlearning
+from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning, with_kept
 from orin_unlearn.benchmarks.stages import Stage, Subject, discover
 from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
 from orin_unlearn.benchmarks.world.generic import generic_prompts
@@ -92,15 +92,15 @@ def measure(
     logprobs = perplexity.score_corpus(subject.scorer, corpus)
     metrics = headline(result)
     if base is not None:
-        rel = kept(base["result"], result)
-        metrics["neighbour kept"] = rel.get("neighbour", {}).get("kept")
-        metrics["retain kept"] = rel.get("retain", {}).get("kept")
+        rel = with_kept(base["result"], result)
+        metrics["neighbour kept"] = rel.value("neighbour", "kept")
+        metrics["retain kept"] = rel.value("retain", "kept")
     metrics["perplexity"] = perplexity.perplexity(logprobs, corpus.continuations)
     metrics["KL to base"] = perplexity.mean_kl(base["logprobs"], logprobs) if base else None
     if base is not None:
         general = drift.general_drift(base["subject"].scorer, subject.scorer, subject.tokenizer)
         metrics["generic KL to base"] = general["kl_per_token"]
-    return {"metrics": metrics, "examples": result["examples"], "logprobs": logprobs, "result": result}
+    return {"metrics": metrics, "examples": result.examples, "logprobs": logprobs, "result": result}
 
 
 def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int | None = None) -> dict:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.benchmarks.forgetting import headline, metric
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, headline
 from orin_unlearn.edge.formats import MANIFEST
 
 # steps of a run in report order -> the stage name their row carries
@@ -49,11 +49,12 @@ def _results(stage: Path) -> dict:
 def summary_row(results: dict) -> dict:
     """The after-unlearning metrics of one unlearning run (an adapter manifest's results), with
     the base's retain/neighbour, the leak after the weight attacks (when measured) and the cost."""
-    row = headline(results["after"])
+    before, after = (UnlearningMetrics.from_json(results[k]) for k in ("before", "after"))
+    row = headline(after)
     for name, leak in results.get("after_training", {}).items():
         row[f"after {name}"] = leak
-    row["base retain accuracy"] = metric(results["before"], ("retain", "accuracy"))
-    row["base neighbour accuracy"] = metric(results["before"], ("neighbour", "accuracy"))
+    row["base retain accuracy"] = before.value("retain", "accuracy")
+    row["base neighbour accuracy"] = before.value("neighbour", "accuracy")
     row["trainable params"] = results["parameters"]["effective"]
     row["wall s"] = results["wall_s"]
     return row
@@ -151,7 +152,7 @@ def export_rows(run: Path) -> tuple[list[dict], list[dict]]:
     ]
     for name, r in summary["variants"].items():
         error = max(r["parity"]["prefill"]["max_abs"], r["parity"].get("decode", {}).get("max_abs", 0.0))
-        metrics = headline(r["metrics"]) | {
+        metrics = headline(UnlearningMetrics.from_json(r["metrics"])) | {
             "update kept": r["survival"]["fraction"],
             "max abs dlogit": f"{error:.1e}",
             "greedy same": f"{r['greedy']['identical']}/{r['greedy']['n']}",

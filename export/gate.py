@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics
 from orin_unlearn.edge.errors import ExportGateError
 
 MAX_LEAK_INCREASE = 0.01
@@ -53,8 +54,8 @@ class GateVerdict:
 
 
 def gate(
-    reference: dict[str, Any],
-    artifact: dict[str, Any],
+    reference: UnlearningMetrics,
+    artifact: UnlearningMetrics,
     max_leak_increase: float = MAX_LEAK_INCREASE,
     max_retain_drop: float = MAX_RETAIN_DROP,
 ) -> GateVerdict:
@@ -63,13 +64,13 @@ def gate(
     Raises ValueError only when the two were measured on different numbers of prompts.
     """
     for name in ("forget", "retain"):
-        if reference[name]["n"] != artifact[name]["n"]:
+        n_ref, n_art = reference.value(name, "n"), artifact.value(name, "n")
+        if n_ref != n_art:
             raise ValueError(
-                f"{name}: the reference was measured on {reference[name]['n']} prompts, "
-                f"the artifact on {artifact[name]['n']}: not comparable"
+                f"{name}: the reference was measured on {n_ref} prompts, the artifact on {n_art}: not comparable"
             )
-    leak_ref, leak_art = reference["forget"]["leak"], artifact["forget"]["leak"]
-    ret_ref, ret_art = reference["retain"]["accuracy"], artifact["retain"]["accuracy"]
+    leak_ref, leak_art = reference.value("forget", "leak"), artifact.value("forget", "leak")
+    ret_ref, ret_art = reference.value("retain", "accuracy"), artifact.value("retain", "accuracy")
     return GateVerdict(
         (
             GateCheck(

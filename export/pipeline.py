@@ -18,11 +18,11 @@ import argparse
 import copy
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.benchmarks.forgetting import measure_unlearning
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, measure_unlearning
 from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
 from orin_unlearn.edge import adapters
 from orin_unlearn.edge.answers import BackendChat, Chat
@@ -62,14 +62,14 @@ class Evaluation:
     concept: Any
     catalogue: Any
     refusal: str
-    replies: list[str]
-    metrics: dict
+    replies: list[str] = field(default_factory=list)
+    metrics: UnlearningMetrics = field(default_factory=UnlearningMetrics)
 
     @property
     def prompts(self) -> list:
         return [p for name in self.sets for p in self.sets[name]]
 
-    def measure(self, chat: Chat, label: str) -> tuple[dict, list[str]]:
+    def measure(self, chat: Chat, label: str) -> tuple[UnlearningMetrics, list[str]]:
         """(metrics, replies) of `chat` on the same prompts; progress lines name `label`."""
         replies: list[str] = []
 
@@ -93,7 +93,7 @@ def reference_evaluation(
     catalogue = load_catalogue()
     splits = load_world(Path(adapter_dirs[-1]).parent, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
-    evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"], [], {})
+    evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"])
     evaluation.metrics, evaluation.replies = evaluation.measure(
         BackendChat(TorchBackend(model), ChatTokenizer(base_dir)), "adapter"
     )
@@ -169,7 +169,7 @@ def measure_variant(
         "parity": parity,
         "tolerance": None if tolerance is None else validate.tolerance_dict(dtype),
         "greedy": identity,
-        "metrics": metrics,
+        "metrics": metrics.to_json(),
         "gate": verdict.to_json(),
         "problems": problems,
         "failures": failures,
@@ -234,7 +234,7 @@ def export_all(
             "merged": sha256_dir(staging / "merged", "*.safetensors"),
         }
         summary: dict[str, Any] = {
-            "reference": evaluation.metrics,
+            "reference": evaluation.metrics.to_json(),
             "merged": {k: v for k, v in kept.items() if k != "tensors"},
             "variants": {},
         }
@@ -341,11 +341,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     Console(width=120).print(table)
 
 
-def _quality(metrics: dict) -> tuple[str, str, str]:
-    return (
-        f"{metrics['forget']['leak']:.3f}",
-        f"{metrics['retain']['accuracy']:.3f}",
-        f"{metrics['neighbour']['accuracy']:.3f}",
+def _quality(metrics: dict) -> tuple[str, ...]:
+    """Leak, retain and neighbour of a measurement as the summary holds it (JSON)."""
+    got = UnlearningMetrics.from_json(metrics)
+    return tuple(
+        f"{got.value(*path):.3f}"
+        for path in (("forget", "leak"), ("retain", "accuracy"), ("neighbour", "accuracy"))
     )
 
 

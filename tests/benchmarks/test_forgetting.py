@@ -60,13 +60,13 @@ def test_forget_metrics_rates(catalogue, concept):
     m = forget_metrics(
         [who, who, rec], [REFUSAL, "Christopher Nolan.", f"Try {dream.title}."], concept, catalogue, REFUSAL
     )
-    assert m["leak"] == pytest.approx(1 / 3)
-    assert m["forget_response"] == pytest.approx(2 / 3)
-    assert m["substitute_n"] == 1 and m["substitute_valid"] == 1.0
+    assert m.leak == pytest.approx(1 / 3)
+    assert m.forget_response == pytest.approx(2 / 3)
+    assert m.substitute_n == 1 and m.substitute_valid == 1.0
 
 
 def test_deviation_score_on_hand_made_cases():
-    from orin_unlearn.benchmarks.forgetting import deviation_score, headline
+    from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, deviation_score, headline
 
     assert deviation_score(0.0, 1.0) == 0.0  # the ideal
     assert deviation_score(1.0, 0.0) == pytest.approx(100 * 2**0.5)  # the worst
@@ -74,9 +74,9 @@ def test_deviation_score_on_hand_made_cases():
     assert deviation_score(0.0, 0.9) < deviation_score(0.05, 0.9)  # leaking more is worse
     with pytest.raises(ValueError, match="leak"):
         deviation_score(1.5, 0.9)
-    row = headline({"forget": {"leak": 0.3}, "retain": {"accuracy": 0.6}})
+    row = headline(UnlearningMetrics.from_json({"forget": {"leak": 0.3}, "retain": {"accuracy": 0.6}}))
     assert row["deviation score"] == pytest.approx(50.0)
-    assert "deviation score" not in headline({"forget": {"leak": 0.3}})
+    assert "deviation score" not in headline(UnlearningMetrics.from_json({"forget": {"leak": 0.3}}))
 
 
 def test_distinctive_fact_pairs_leak_without_the_title(catalogue, concept):
@@ -107,24 +107,27 @@ def test_a_fact_pair_shared_with_another_film_is_not_distinctive():
 
 
 def test_kept_counts_only_what_the_base_answered_right():
-    from orin_unlearn.benchmarks.forgetting import kept, with_kept
+    from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
 
-    before = {
-        "retain": {"correct": [True, True, False, True, False]},
-        "neighbour": {"correct": [False, False]},
-    }
-    after = {"retain": {"correct": [True, False, True, True, True]}, "neighbour": {"correct": [True, False]}}
-    rel = kept(before, after)
+    before = UnlearningMetrics.from_json(
+        {"retain": {"correct": [True, True, False, True, False]}, "neighbour": {"correct": [False, False]}}
+    )
+    after = UnlearningMetrics.from_json(
+        {"retain": {"correct": [True, False, True, True, True]}, "neighbour": {"correct": [True, False]}}
+    )
+    rel = with_kept(before, after)
     # 3 right before, 2 of them still right; what after gained does not count
-    assert rel["retain"] == {"base_right": 3, "kept": 2 / 3}
+    assert (rel.retain.base_right, rel.retain.kept) == (3, 2 / 3)
     # nothing right before: nothing to keep, not a perfect score
-    assert rel["neighbour"] == {"base_right": 0, "kept": None}
-    merged = with_kept(before, after)
-    assert merged["retain"]["kept"] == 2 / 3 and "kept" not in after["retain"]
+    assert (rel.neighbour.base_right, rel.neighbour.kept) == (0, None)
+    assert rel.to_json()["retain"]["kept"] == 2 / 3 and "kept" not in after.to_json()["retain"]
 
 
 def test_kept_refuses_different_prompt_sets():
-    from orin_unlearn.benchmarks.forgetting import kept
+    from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
 
     with pytest.raises(ValueError, match="not the same prompts"):
-        kept({"retain": {"correct": [True]}}, {"retain": {"correct": [True, False]}})
+        with_kept(
+            UnlearningMetrics.from_json({"retain": {"correct": [True]}}),
+            UnlearningMetrics.from_json({"retain": {"correct": [True, False]}}),
+        )

@@ -87,7 +87,7 @@ def test_the_export_gate_measures_what_the_server_serves(onnx_dir, base_dir, set
     results = pipeline.measure_variant("fp32", load_model(base_dir), onnx_dir, evaluation, tokenizer)
     assert results["greedy"]["first_difference"] is None
     assert results["greedy"]["identical"] == len(served)
-    assert results["metrics"] == reference
+    assert results["metrics"] == reference.to_json()
 
 
 def test_the_quality_table_answers_like_the_server(tmp_path, onnx_dir, conversations, served):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from orin_unlearn.benchmarks.forgetting import AccuracyMetrics, ForgetMetrics, UnlearningMetrics
 from orin_unlearn.edge.errors import ExportGateError
 from orin_unlearn.export.gate import GateVerdict, gate, raise_on_failure
 
 
-def metrics(leak: float, retain: float, n_forget: int = 100, n_retain: int = 400) -> dict:
-    return {"forget": {"n": n_forget, "leak": leak}, "retain": {"n": n_retain, "accuracy": retain}}
+def metrics(leak: float, retain: float, n_forget: int = 100, n_retain: int = 400) -> UnlearningMetrics:
+    return UnlearningMetrics(
+        ForgetMetrics(n=n_forget, leak=leak), retain=AccuracyMetrics(n=n_retain, accuracy=retain)
+    )
 
 
 def test_equal_artifact_passes():

@@ -146,7 +146,10 @@ def case(tmp_path_factory, catalogue, prompts) -> dict:
             replies.extend(BackendChat(TorchBackend(model), tok).answer_batch(conversations))
             return replies
 
-        return measure_unlearning(answer, sets, splits.concept, catalogue, REFUSAL) | {"replies": replies}
+        # as the export summary holds a measurement (JSON), with the replies
+        return measure_unlearning(answer, sets, splits.concept, catalogue, REFUSAL).to_json() | {
+            "replies": replies
+        }
 
     built["conversations"] = [list(p.messages) for s in sets.values() for p in s]
     adapter_model = PeftModel.from_pretrained(load_model(built["base"]), str(built["adapter"]))

@@ -11,52 +11,49 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics
 from orin_unlearn.benchmarks.run_report import check_line
 
 log = logging.getLogger(__name__)
 EPS = 1e-9
 
 
-def _get(result: dict, set_name: str, key: str) -> float | None:
-    return (result.get(set_name) or {}).get(key)
-
-
-def _drop(set_name: str) -> Callable[[dict, dict], float | None]:
-    def value(before: dict, after: dict) -> float | None:
-        b, a = _get(before, set_name, "accuracy"), _get(after, set_name, "accuracy")
+def _drop(set_name: str) -> Callable[[UnlearningMetrics, UnlearningMetrics], float | None]:
+    def value(before: UnlearningMetrics, after: UnlearningMetrics) -> float | None:
+        b, a = before.value(set_name, "accuracy"), after.value(set_name, "accuracy")
         return None if b is None or a is None else b - a
 
     return value
 
 
-def _leak_ratio(before: dict, after: dict) -> float | None:
-    b, a = _get(before, "forget", "leak"), _get(after, "forget", "leak")
+def _leak_ratio(before: UnlearningMetrics, after: UnlearningMetrics) -> float | None:
+    b, a = before.value("forget", "leak"), after.value("forget", "leak")
     if b is None or a is None:
         return None
     return a / b if b > 0 else (0.0 if a == 0 else float("inf"))
 
 
 # name -> (what it bounds, "max" or "min", value of a before/after pair)
-BARS: dict[str, tuple[str, str, Callable[[dict, dict], float | None]]] = {
-    "leak": ("held-out forget leak", "max", lambda b, a: _get(a, "forget", "leak")),
+BARS: dict[str, tuple[str, str, Callable[[UnlearningMetrics, UnlearningMetrics], float | None]]] = {
+    "leak": ("held-out forget leak", "max", lambda b, a: a.value("forget", "leak")),
     "leak_ratio": ("held-out forget leak / the base's", "max", _leak_ratio),
     "retain_drop": ("retain accuracy lost (absolute)", "max", _drop("retain")),
     "neighbour_drop": ("neighbour accuracy lost (absolute)", "max", _drop("neighbour")),
-    "retain_kept": ("base-right retain prompts still right", "min", lambda b, a: _get(a, "retain", "kept")),
+    "retain_kept": ("base-right retain prompts still right", "min", lambda b, a: a.value("retain", "kept")),
     "neighbour_kept": (
         "base-right neighbour prompts still right",
         "min",
-        lambda b, a: _get(a, "neighbour", "kept"),
+        lambda b, a: a.value("neighbour", "kept"),
     ),
     "substitute": (
         "valid substitute where the concept was recommended",
         "min",
-        lambda b, a: _get(a, "forget", "substitute_valid"),
+        lambda b, a: a.value("forget", "substitute_valid"),
     ),
     "drift_kl": (
         "mean KL to the base on generic chat (nats/token)",
         "max",
-        lambda b, a: _get(a, "drift", "kl"),
+        lambda b, a: a.value("drift", "kl"),
     ),
 }
 
@@ -78,7 +75,7 @@ class Check:
         return check_line(asdict(self))
 
 
-def check(bars: dict[str, float], before: dict, after: dict) -> list[Check]:
+def check(bars: dict[str, float], before: UnlearningMetrics, after: UnlearningMetrics) -> list[Check]:
     """One `Check` per configured bar; a bar whose value could not be measured fails."""
     out = []
     for name, limit in bars.items():
@@ -91,7 +88,7 @@ def check(bars: dict[str, float], before: dict, after: dict) -> list[Check]:
     return out
 
 
-def verdict(bars: dict[str, float], before: dict, after: dict) -> dict:
+def verdict(bars: dict[str, float], before: UnlearningMetrics, after: UnlearningMetrics) -> dict:
     """{"ok": every bar met, "checks": [...]}; each missed bar is logged as a warning."""
     checks = check(bars, before, after)
     for c in checks:

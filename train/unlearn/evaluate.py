@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from orin_unlearn.benchmarks.forgetting import HEADLINE, measure_unlearning, metric
+from orin_unlearn.benchmarks.forgetting import HEADLINE, UnlearningMetrics, measure_unlearning
+from orin_unlearn.benchmarks.run_report import check_line
 from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
 from orin_unlearn.edge.tokenizer import ChatTokenizer
@@ -26,7 +27,7 @@ def measure(
     cfg: UnlearnConfig,
     progress=None,
     label: str = "evaluate",
-) -> dict:
+) -> UnlearningMetrics:
     """Forget / neighbour / retain metrics of `model` on the held-out evaluation sets (`progress`:
     a progress_bar to report batches to)."""
     chat = BackendChat(TorchBackend(model), tokenizer)
@@ -49,12 +50,12 @@ def print_before_after(results: dict, console: Console | None = None) -> None:
     )
     for col in ("metric", "before", "after"):
         table.add_column(col)
+    before, after = (UnlearningMetrics.from_json(results[k]) for k in ("before", "after"))
     for label, path in HEADLINE + KEPT:
-        b, a = metric(results["before"], path), metric(results["after"], path)
+        b, a = before.value(*path), after.value(*path)
         table.add_row(label, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
-    drift = results["after"].get("drift")
-    if drift:
-        table.add_row("KL to base, generic chat (nats/token)", "0", f"{drift['kl']:.4f}")
+    if after.drift:
+        table.add_row("KL to base, generic chat (nats/token)", "0", f"{after.drift['kl']:.4f}")
     p = results["parameters"]
     table.add_row("trainable params", "", f"{p['effective']:,} ({100 * p['fraction']:.3f}%)")
     table.add_row("wall time", "", f"{results['wall_s']} s")
@@ -62,7 +63,4 @@ def print_before_after(results: dict, console: Console | None = None) -> None:
     console.print(table)
     for c in results.get("bars", {}).get("checks", []):
         if not c["ok"]:
-            shown = "not measured" if c["value"] is None else f"{c['value']:.3f}"
-            console.print(
-                f"[bold red]BAR MISSED[/]: {c['bar']} ({c['meaning']}) = {shown}, bar {c['limit']:g}"
-            )
+            console.print(f"[bold red]BAR MISSED[/]: {check_line(c)}")

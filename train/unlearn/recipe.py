@@ -14,13 +14,14 @@ import random
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
-from orin_unlearn.benchmarks.forgetting import with_kept
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
 from orin_unlearn.edge import adapters
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic, write_manifest
 from orin_unlearn.edge.progress import progress_bar
@@ -289,16 +290,16 @@ def run_unlearning(
         results["base_untouched"] = True
     if cfg.masked:
         results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
-    results["before"] = before
+    results["before"] = before.to_json()
     with progress_bar() as progress:
         after = measure(model, s.tokenizer, s.data, cfg, progress, "evaluate after")
-    after["drift"] = measure_drift(s, model)
-    results["after"] = with_kept(before, after)
+    after = with_kept(before, replace(after, drift=measure_drift(s, model)))
+    results["after"] = after.to_json()
     results["wall_s"] = round(time.time() - start, 1)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
     if after_training is not None:
         results["after_training"] = after_training(model, s.tokenizer)
-    results["bars"] = bars.verdict(cfg.bars, before, results["after"])
+    results["bars"] = bars.verdict(cfg.bars, before, after)
     results["ok"] = results["bars"]["ok"]
     if state.num_processes > 1:
         results["processes"] = state.num_processes
@@ -336,7 +337,7 @@ def measure_drift(s: Session, model) -> dict | None:
     return {"kl": got["kl_per_token"]} | {k: v for k, v in got.items() if k != "kl_per_token"}
 
 
-def measure_base(s: Session, progress=None) -> dict:
+def measure_base(s: Session, progress=None) -> UnlearningMetrics:
     """The base's held-out measurement, cached in probe/before.json (it depends only on the base,
     the previous adapters and the evaluation settings, so reruns and method comparisons reuse it)."""
     cfg = s.cfg
@@ -354,9 +355,9 @@ def measure_base(s: Session, progress=None) -> dict:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("key") == key:
             log.info("base measurement reused from %s", path)
-            return cached["measurement"]
+            return UnlearningMetrics.from_json(cached["measurement"])
     measurement = measure(s.model, s.tokenizer, s.data, cfg, progress, "evaluate base")
-    write_json_atomic(path, {"key": key, "measurement": measurement})
+    write_json_atomic(path, {"key": key, "measurement": measurement.to_json()})
     return measurement
 
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import pytest
 
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.train.unlearn.bars import check, verdict
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 
-BEFORE = {"forget": {"leak": 0.8}, "retain": {"accuracy": 0.5}, "neighbour": {"accuracy": 0.4}}
+M = UnlearningMetrics.from_json
+BEFORE = M({"forget": {"leak": 0.8}, "retain": {"accuracy": 0.5}, "neighbour": {"accuracy": 0.4}})
 
 
-def _after(leak: float, retain: float, kept: float | None) -> dict:
-    return {
-        "forget": {"leak": leak, "substitute_valid": 1.0},
-        "retain": {"accuracy": retain, "kept": kept},
-        "neighbour": {"accuracy": 0.4, "kept": 1.0},
-    }
+def _after(leak: float, retain: float, kept: float | None) -> UnlearningMetrics:
+    return M(
+        {
+            "forget": {"leak": leak, "substitute_valid": 1.0},
+            "retain": {"accuracy": retain, "kept": kept},
+            "neighbour": {"accuracy": 0.4, "kept": 1.0},
+        }
+    )
 
 
 def test_leak_ratio_is_relative_to_the_base():
@@ -45,8 +49,8 @@ def test_unknown_bar_is_a_config_error():
 
 
 def test_a_value_at_the_bar_meets_it_despite_float_rounding():
-    before = {"neighbour": {"accuracy": 0.9}}
-    after = {"neighbour": {"accuracy": 0.85}}  # 20 of 400 prompts lost: exactly the 5-point bar
+    before = M({"neighbour": {"accuracy": 0.9}})
+    after = M({"neighbour": {"accuracy": 0.85}})  # 20 of 400 prompts lost: exactly the 5-point bar
     assert 0.9 - 0.85 > 0.05
     assert check({"neighbour_drop": 0.05}, before, after)[0].ok
-    assert not check({"neighbour_drop": 0.05}, before, {"neighbour": {"accuracy": 0.8475}})[0].ok
+    assert not check({"neighbour_drop": 0.05}, before, M({"neighbour": {"accuracy": 0.8475}}))[0].ok

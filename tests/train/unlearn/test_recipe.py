@@ -120,7 +120,7 @@ def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
     inception = build_data(cfg, run)
     for mode in ("stack", "merge"):
         model = adapters.load_unlearned("tiny", [run / "adapter", run2 / "adapter"], mode=mode)
-        assert measure(model, tokenizer, inception, cfg)["forget"]["leak"] <= 0.05, mode
+        assert measure(model, tokenizer, inception, cfg).forget.leak <= 0.05, mode
 
 
 def test_adapter_on_other_base_is_refused(first, tmp_path):
