@@ -28,7 +28,12 @@ from orin_unlearn.edge import adapters
 from orin_unlearn.edge.answers import BackendChat, Chat
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
-from orin_unlearn.edge.errors import ExportGateError, ManifestError, TensorRTUnavailableError
+from orin_unlearn.edge.errors import (
+    ExportGateError,
+    ManifestError,
+    MemoryBudgetError,
+    TensorRTUnavailableError,
+)
 from orin_unlearn.edge.formats import (
     make_manifest,
     read_manifest,
@@ -281,7 +286,6 @@ def write_variant(
 
 def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
     """Build the TensorRT engine from the fp16 graph (fp32 without one) into `out/../engine`."""
-    from orin_unlearn.edge.device.memory_budget import MemoryBudgetError
     from orin_unlearn.export import trt_build
     from orin_unlearn.export.trt_profiles import DecoderShape
 
@@ -293,7 +297,7 @@ def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
         engine_dir = trt_build.build_engine(
             source / GRAPH, out.parent / "engine", shape, None, trt_build.default_timing_cache()
         )
-    except (trt_build.TensorRTUnavailableError, MemoryBudgetError) as e:
+    except (TensorRTUnavailableError, MemoryBudgetError) as e:
         log.warning("engine stage skipped: %s", e)
         return {"status": "skipped", "reason": str(e)}
     return {"status": "ok", "engine": str(engine_dir)}
