@@ -126,9 +126,9 @@ def test_masked_lora_beats_unmasked_at_equal_forgetting_with_little_retain_data(
 
 
 def test_cli_refuses_an_unknown_method_with_exit_2(tmp_path, capsys):
-    from orin_unlearn.train.unlearn_cli import main
+    from orin_unlearn.edge import cli
 
-    assert main(["sweep", "--methods", "masked_lora,magic", "--out", str(tmp_path)]) == 2
+    assert cli.main(["unlearn", "sweep", "--methods", "masked_lora,magic", "--out", str(tmp_path)]) == 2
     assert (
         "unknown methods ['magic']; registered: ['full', 'lora', 'lunar', 'masked_lora']"
         in capsys.readouterr().err
