@@ -141,7 +141,9 @@ def test_unit_runs_the_real_commands_unprivileged_on_loopback():
     assert {a for a in serve if a.startswith("--")} <= cli_flags(REPO / "edge" / "server.py")
     preflight = shlex.split(unit["ExecStartPre"][0].lstrip("-"))
     assert preflight[1:3] == ["jetson", "preflight"]
-    assert {a for a in preflight if a.startswith("--")} <= cli_flags(REPO / "edge" / "device" / "preflight.py")
+    assert {a for a in preflight if a.startswith("--")} <= cli_flags(
+        REPO / "edge" / "device" / "preflight.py"
+    )
     desktop = (JETSON / "kiosk-browser.desktop").read_text()
     assert "\nExec=/usr/local/bin/orin-unlearn-kiosk-browser http://127.0.0.1:8000/\n" in desktop
 
