@@ -259,7 +259,7 @@ def run_run(
     the fp32 merge in torch) and, with `weights`, the relearning protocol (`attackers`, default
     the whole grid), the weight attacks and the read-outs on the run's fp32 merge (torch)."""
     from orin_unlearn.benchmarks.stages import adapter_chain, base_of
-    from orin_unlearn.edge.adapters import load_model, load_unlearned
+    from orin_unlearn.train.models import load_model, load_unlearned
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.ort_backend import OrtBackend
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -323,7 +323,7 @@ def main(argv: list[str]) -> int:
         parser.error("give --run RUN_DIR, or --model ONNX_DIR")
     if args.run and len(args.run) > 1 and (args.model or not args.out):
         parser.error("several --run: give --out for the comparison, and no --model")
-    from orin_unlearn.edge.adapters import resolve_base
+    from orin_unlearn.train.models import resolve_base
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.ort_backend import OrtBackend
     from orin_unlearn.edge.formats import verify_stage, write_json_atomic

@@ -94,7 +94,7 @@ def base_name(run: Path) -> str:
 
 
 def base_of(run: Path) -> Path:
-    from orin_unlearn.edge.adapters import resolve_base
+    from orin_unlearn.train.models import resolve_base
 
     return resolve_base(base_name(run))
 
@@ -115,21 +115,21 @@ def discover(run: Path) -> list[Stage]:
         else:
             stages.append(Stage(label, path, lambda: _torch_subject(load(), base_of(run))))
 
-    from orin_unlearn.edge import adapters
+    from orin_unlearn.train import models
 
     chain = adapter_chain(run)
-    torch_stage("base (torch fp32)", Path(base_name(run)), lambda: adapters.load_model(base_of(run)))
+    torch_stage("base (torch fp32)", Path(base_name(run)), lambda: models.load_model(base_of(run)))
     torch_stage(
-        "adapter (torch fp32)", run / "adapter", lambda: adapters.load_unlearned(base_of(run), chain, "stack")
+        "adapter (torch fp32)", run / "adapter", lambda: models.load_unlearned(base_of(run), chain, "stack")
     )
     torch_stage(
-        "merged (torch fp32)", run / "adapter", lambda: adapters.load_unlearned(base_of(run), chain, "merge")
+        "merged (torch fp32)", run / "adapter", lambda: models.load_unlearned(base_of(run), chain, "merge")
     )
     merged = run / "export" / "merged"
     if (merged / MANIFEST).is_file():
         dtype = read_manifest(merged)["config"]["dtype"]
         short = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(dtype, dtype)
-        torch_stage(f"merged (torch {short})", merged, lambda: adapters.load_model(merged, dtype))
+        torch_stage(f"merged (torch {short})", merged, lambda: models.load_model(merged, dtype))
     for variant in ONNX_VARIANTS:
         folder = run / "export" / f"onnx-{variant}"
         if not (folder / MANIFEST).is_file():

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
-from orin_unlearn.edge import adapters
+from orin_unlearn.train import models
 from orin_unlearn.edge.formats import (
     make_manifest,
     stage_dir,
@@ -77,9 +77,9 @@ def merge_fp32(base_dir: str | Path, adapter_dirs: list[str | Path]) -> PreTrain
     top of exactly the adapters before it.
     """
     check_checkpoint(base_dir)
-    adapters.check_chain(base_dir, adapter_dirs, allow_failed=False)  # never merge a failed adapter
-    model = adapters.load_model(base_dir, "float32")
-    return adapters.apply_adapters(model, adapter_dirs, mode="merge")
+    models.check_chain(base_dir, adapter_dirs, allow_failed=False)  # never merge a failed adapter
+    model = models.load_model(base_dir, "float32")
+    return models.apply_adapters(model, adapter_dirs, mode="merge")
 
 
 def survival(
@@ -147,7 +147,7 @@ def merge_and_cast(
     """
     _check_args(dtype, warn_below)
     model = merge_fp32(base_dir, adapter_dirs)
-    base_state = adapters.load_model(base_dir, "float32").state_dict()
+    base_state = models.load_model(base_dir, "float32").state_dict()
     return write_merged(model, base_state, base_dir, adapter_dirs, out_dir, dtype, warn_below)
 
 
@@ -171,11 +171,11 @@ def write_merged(
     base_dir = Path(base_dir)
     results = survival(base_state, model.state_dict(), DTYPES[dtype])
     _log_survival(results, warn_below)
-    digest = adapters.base_digest(base_dir)
+    digest = models.base_digest(base_dir)
     inputs = {
         "base": digest["weights"],
         "base_tokenizer": digest["tokenizer"],
-        "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
+        "adapters": [models.adapter_digest(a) for a in adapter_dirs],
     }
     config = {"dtype": dtype, "merge_dtype": "float32", "warn_below": warn_below}
     summary = results | (extra_results or {})

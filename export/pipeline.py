@@ -24,7 +24,7 @@ from typing import Any
 
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, measure_unlearning
 from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
-from orin_unlearn.edge import adapters
+from orin_unlearn.train import models
 from orin_unlearn.edge.answers import BackendChat, Chat
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -215,13 +215,13 @@ def export_all(
     if any(VARIANTS[v][1] for v in variants) and "fp32" not in variants:
         raise ValueError(f"{variants}: int8/int4 are quantised from the fp32 graph, so ask for fp32 too")
     out = Path(out)
-    base_dir = adapters.resolve_base(base)
+    base_dir = models.resolve_base(base)
     adapter_dirs = [Path(a) for a in adapter_dirs]
     merge.check_checkpoint(base_dir)
-    adapters.check_chain(base_dir, adapter_dirs, allow_failed=config.allow_failed_adapter)
-    base = adapters.load_model(base_dir, "float32")  # read once: reference, merge and survival share it
+    models.check_chain(base_dir, adapter_dirs, allow_failed=config.allow_failed_adapter)
+    base = models.load_model(base_dir, "float32")  # read once: reference, merge and survival share it
     base_state = {name: t.detach().clone() for name, t in base.state_dict().items()}
-    stacked = adapters.apply_adapters(base, adapter_dirs, mode="stack")
+    stacked = models.apply_adapters(base, adapter_dirs, mode="stack")
     tokenizer = ChatTokenizer(base_dir)
     log.info("measuring the adapter model on its held-out prompts")
     evaluation = reference_evaluation(stacked, base_dir, adapter_dirs, config.eval_max_prompts)
@@ -234,8 +234,8 @@ def export_all(
             model, base_state, base_dir, adapter_dirs, staging / "merged", config.merged_dtype
         )
         inputs = {
-            "base": adapters.base_digest(base_dir)["weights"],
-            "adapters": [adapters.adapter_digest(a) for a in adapter_dirs],
+            "base": models.base_digest(base_dir)["weights"],
+            "adapters": [models.adapter_digest(a) for a in adapter_dirs],
             "merged": sha256_dir(staging / "merged", "*.safetensors"),
         }
         summary: dict[str, Any] = {

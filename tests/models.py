@@ -195,9 +195,9 @@ def assert_vanilla_reload_matches(adapter_dir: Path) -> None:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from orin_unlearn.edge import adapters
+    from orin_unlearn.train.models import resolve_base
 
-    base = AutoModelForCausalLM.from_pretrained(adapters.resolve_base("tiny"))
+    base = AutoModelForCausalLM.from_pretrained(resolve_base("tiny"))
     model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     ref = load_file(str(adapter_dir / "reference_logits.safetensors"))
     with torch.no_grad():

@@ -114,19 +114,19 @@ class RunContext:
         if which not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {which!r}")
         if which not in self._models:
-            from orin_unlearn.edge import adapters
+            from orin_unlearn.train import models
 
             chain = [Path(p) for p in self.config.get("previous_adapters", [])]
             if which == "after":
                 chain.append(self.adapter_dir)
-            self._models[which] = adapters.load_unlearned(
+            self._models[which] = models.load_unlearned(
                 self.config.get("base", "tiny"), chain, "merge", "float32", self.device
             ).eval()
         return self._models[which]
 
     @cached_property
     def tokenizer(self):
-        from orin_unlearn.edge.adapters import resolve_base
+        from orin_unlearn.train.models import resolve_base
         from orin_unlearn.edge.tokenizer import ChatTokenizer
 
         return ChatTokenizer(resolve_base(self.config.get("base", "tiny")))

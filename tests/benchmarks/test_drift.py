@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def tiny(base_dir):
-    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     return load_model(base_dir), ChatTokenizer(base_dir)

@@ -66,7 +66,7 @@ def corpus(onnx_dir, prompts):
 
 
 def test_incremental_scorers_match_a_full_forward_pass(onnx_dir, base_dir, corpus):
-    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.backends.ort_backend import OrtBackend, OrtDecoder
 
     pad = corpus.prompts[0][0]

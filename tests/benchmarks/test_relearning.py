@@ -95,7 +95,7 @@ def test_the_grid_is_the_issues_grid():
 def test_relearning_teaches_the_control_its_t_facts_and_leaves_the_model_alone(base_dir, control):
     import torch
 
-    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.tokenizer import ChatTokenizer

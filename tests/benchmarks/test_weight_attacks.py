@@ -64,7 +64,7 @@ def test_answer_position_stops_right_before_the_fact(prompts, base_dir):
 
 
 def test_logit_lens_last_layer_is_the_models_own_prediction(prompts, base_dir):
-    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     tok = ChatTokenizer(base_dir)

@@ -76,7 +76,7 @@ def test_the_http_server_answers_like_the_generator(url, served, conversations):
 def test_the_export_gate_measures_what_the_server_serves(onnx_dir, base_dir, sets, served, catalogue):
     """`measure_variant` compares the graph's greedy replies with the reference's: given the
     server's replies as the reference, every one must be identical."""
-    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.train.models import load_model
     from orin_unlearn.export import pipeline
 
     concept, groups = sets

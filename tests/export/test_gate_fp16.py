@@ -16,7 +16,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from orin_unlearn.benchmarks.forgetting import measure_unlearning
 from orin_unlearn.benchmarks.world import heldout_sets, split_prompts, tiny_base_dir, write_world
 from orin_unlearn.edge import cli
-from orin_unlearn.edge.adapters import base_digest, load_model
+from orin_unlearn.train.models import base_digest, load_model
 from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.ort_backend import OrtBackend
 from orin_unlearn.edge.backends.torch_backend import TorchBackend

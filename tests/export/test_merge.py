@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from orin_unlearn.edge import cli
-from orin_unlearn.edge.adapters import (
+from orin_unlearn.train.models import (
     AdapterMismatchError,
     adapter_digest,
     base_digest,

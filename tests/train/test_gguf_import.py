@@ -182,7 +182,7 @@ def test_a_cache_written_before_manifests_listed_files_is_converted_again(tmp_pa
 
 
 def test_resolve_base_knows_smollm2_by_name(tmp_path, monkeypatch):
-    from orin_unlearn.edge.adapters import resolve_base
+    from orin_unlearn.train.models import resolve_base
 
     out, _ = _fake_cache(tmp_path, monkeypatch, None)
     assert resolve_base("smollm2") == out

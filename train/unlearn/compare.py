@@ -58,7 +58,7 @@ def compare(
 
 def attack_saved(cfg: UnlearnConfig, run: Path) -> dict:
     """`attack_leaks` of the adapter saved in `run` (with the adapters it was trained on top of)."""
-    from orin_unlearn.edge.adapters import load_unlearned, resolve_base
+    from orin_unlearn.train.models import load_unlearned, resolve_base
     from orin_unlearn.edge.tokenizer import ChatTokenizer
 
     model = load_unlearned(cfg.base, [*cfg.previous_adapters, run / "adapter"], "merge")
@@ -69,7 +69,7 @@ def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str) -> dict:
     """Of the (merged) model: V recall recovered over the never-known control after 25 relearning
     steps (`relearn_recovery`), and the held-out forget leak after int4 rounding."""
     from orin_unlearn.benchmarks import relearning, robustness
-    from orin_unlearn.edge.adapters import load_model, resolve_base
+    from orin_unlearn.train.models import load_model, resolve_base
 
     merged = copy.deepcopy(model)
     if hasattr(merged, "merge_and_unload"):  # a PEFT model: fold the adapter in first

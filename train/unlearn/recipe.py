@@ -22,7 +22,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
-from orin_unlearn.edge import adapters
+from orin_unlearn.train import models
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic, write_manifest
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
@@ -50,10 +50,10 @@ def setup(cfg: UnlearnConfig, run: str | Path) -> Session:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    base_dir = adapters.resolve_base(cfg.base)
-    adapters.check_chain(base_dir, cfg.previous_adapters)
-    model = adapters.apply_adapters(
-        adapters.load_model(base_dir, cfg.dtype, device), cfg.previous_adapters, "merge"
+    base_dir = models.resolve_base(cfg.base)
+    models.check_chain(base_dir, cfg.previous_adapters)
+    model = models.apply_adapters(
+        models.load_model(base_dir, cfg.dtype, device), cfg.previous_adapters, "merge"
     )
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -67,8 +67,8 @@ def probe_key(s: Session) -> dict:
     """What the probe and scores depend on; cached files are reused only when this matches."""
     cfg = s.cfg
     return {
-        "base": adapters.base_digest(s.base_dir),
-        "previous": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "base": models.base_digest(s.base_dir),
+        "previous": [models.adapter_digest(a) for a in cfg.previous_adapters],
         "concept": cfg.concept,
         "seed": cfg.seed,
         "probe_max_prompts": cfg.probe_max_prompts,
@@ -102,8 +102,8 @@ def stage_retain_targets(s: Session, progress: Progress) -> None:
 
     conversations = [list(m) for m, _ in s.data.neighbour + s.data.retain]
     key = {
-        "base": adapters.base_digest(s.base_dir),
-        "previous": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "base": models.base_digest(s.base_dir),
+        "previous": [models.adapter_digest(a) for a in cfg.previous_adapters],
         "dtype": cfg.dtype,
         "max_new_tokens": cfg.eval_max_new_tokens,
         "conversations": conversations,
@@ -207,7 +207,7 @@ def save_adapter(s: Session, model, mask: dict, results: dict) -> Path:
         if score_path.is_file():
             (tmp / "scores.safetensors").write_bytes(score_path.read_bytes())
         save_reference_logits(s, model, tmp / "reference_logits.safetensors")
-        results["adapter_sha256"] = adapters.adapter_digest(tmp)
+        results["adapter_sha256"] = models.adapter_digest(tmp)
         write_manifest(
             tmp,
             make_manifest(
@@ -276,8 +276,8 @@ def run_unlearning(
         "concept": s.data.concept.name,
         "method": cfg.method,
         "layers": sorted(mask),
-        "base": adapters.base_digest(s.base_dir),
-        "previous_adapters": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "base": models.base_digest(s.base_dir),
+        "previous_adapters": [models.adapter_digest(a) for a in cfg.previous_adapters],
         "parameters": masked_lora.trainable_parameters(model, mask if cfg.masked else None),
         "loss_first": history[0] if history else {},
         "loss_last": history[-1] if history else {},
@@ -342,8 +342,8 @@ def measure_base(s: Session, progress=None) -> UnlearningMetrics:
     the previous adapters and the evaluation settings, so reruns and method comparisons reuse it)."""
     cfg = s.cfg
     key = {
-        "base": adapters.base_digest(s.base_dir),
-        "previous": [adapters.adapter_digest(a) for a in cfg.previous_adapters],
+        "base": models.base_digest(s.base_dir),
+        "previous": [models.adapter_digest(a) for a in cfg.previous_adapters],
         "dtype": cfg.dtype,
         "eval_max_prompts": cfg.eval_max_prompts,
         "eval_max_new_tokens": cfg.eval_max_new_tokens,

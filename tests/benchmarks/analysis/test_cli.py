@@ -22,18 +22,18 @@ def run_dir(tmp_path_factory):
     from safetensors.numpy import save_file
 
     from orin_unlearn.benchmarks.world import write_world
-    from orin_unlearn.edge import adapters
+    from orin_unlearn.train import models
     from orin_unlearn.edge.formats import make_manifest, write_manifest
     from orin_unlearn.train.unlearn.mask import save_mask
 
     run = tmp_path_factory.mktemp("run")
-    base = adapters.resolve_base("tiny")
+    base = models.resolve_base("tiny")
     torch.manual_seed(0)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["layers.0.mlp.down_proj"], init_lora_weights=False)
-    model = get_peft_model(adapters.load_model(base), config)
+    model = get_peft_model(models.load_model(base), config)
     model.save_pretrained(run / "adapter")
     save_mask(run / "adapter" / "mask.safetensors", {0: torch.arange(16)}, 768)
-    results = {"concept": "Inception", "base": adapters.base_digest(base), "previous_adapters": []}
+    results = {"concept": "Inception", "base": models.base_digest(base), "previous_adapters": []}
     manifest = make_manifest("adapter", {}, {"base": "tiny", "concept": "Inception"}, results, True)
     write_manifest(run / "adapter", manifest)
     write_world(run / "world", "Inception")

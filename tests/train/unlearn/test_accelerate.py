@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from orin_unlearn.edge import adapters
+from orin_unlearn.train import models
 from orin_unlearn.train.unlearn.mask import load_mask
 from tests.models import assert_vanilla_reload_matches
 
@@ -123,7 +123,7 @@ def test_base_untouched_and_mask_zeros_outside(two_process_run, manifest):
     out, _ = two_process_run
     r = manifest["results"]
     assert r["base_untouched"] is True
-    assert r["base"] == adapters.base_digest(adapters.resolve_base("tiny"))
+    assert r["base"] == models.base_digest(models.resolve_base("tiny"))
     assert r["outside_mask_max"] == 0.0
     mask = load_mask(out / "adapter" / "mask.safetensors")
     weights = load_file(str(out / "adapter" / "adapter_model.safetensors"))

@@ -10,7 +10,7 @@ from orin_unlearn.train.unlearn.compare import attack_leaks
 
 @pytest.fixture(scope="module")
 def base(base_dir):
-    from orin_unlearn.edge.adapters import load_model
+    from orin_unlearn.train.models import load_model
 
     return load_model(base_dir)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, split_prompts, tiny_base_dir
-from orin_unlearn.edge.adapters import load_model
+from orin_unlearn.train.models import load_model
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example

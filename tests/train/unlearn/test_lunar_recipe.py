@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from orin_unlearn.edge import adapters
+from orin_unlearn.train import models
 from orin_unlearn.edge.formats import read_manifest
 from orin_unlearn.train.unlearn import config
 from orin_unlearn.train.unlearn.mask import load_mask
@@ -58,4 +58,4 @@ def test_base_untouched_mask_held_and_update_fitted(lunar_run):
 def test_vanilla_peft_reload_and_chain_check(lunar_run):
     _, run, _ = lunar_run
     assert_vanilla_reload_matches(run / "adapter")
-    adapters.check_chain(adapters.resolve_base("tiny"), [run / "adapter"])  # raises on a mismatch
+    models.check_chain(models.resolve_base("tiny"), [run / "adapter"])  # raises on a mismatch

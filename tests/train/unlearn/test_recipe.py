@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from orin_unlearn.edge import adapters
+from orin_unlearn.train import models
 from orin_unlearn.train.unlearn.mask import load_mask
 from orin_unlearn.train.unlearn.recipe import run_unlearning
 from tests.models import assert_vanilla_reload_matches
@@ -100,7 +100,7 @@ def test_mask_zeros_survive_training(first):
 
 def test_shipped_base_untouched_on_disk(first):
     _, _, r = first
-    assert adapters.base_digest(adapters.resolve_base("tiny")) == r["base"]
+    assert models.base_digest(models.resolve_base("tiny")) == r["base"]
 
 
 def test_vanilla_peft_reload_gives_training_time_logits(first):
@@ -116,28 +116,28 @@ def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
     cfg, run, _ = first
     _, run2, r2 = second
     assert r2["after"]["forget"]["leak"] <= 0.1
-    tokenizer = ChatTokenizer(adapters.resolve_base("tiny"))
+    tokenizer = ChatTokenizer(models.resolve_base("tiny"))
     inception = build_data(cfg, run)
     for mode in ("stack", "merge"):
-        model = adapters.load_unlearned("tiny", [run / "adapter", run2 / "adapter"], mode=mode)
+        model = models.load_unlearned("tiny", [run / "adapter", run2 / "adapter"], mode=mode)
         assert measure(model, tokenizer, inception, cfg).forget.leak <= 0.05, mode
 
 
 def test_adapter_on_other_base_is_refused(first, tmp_path):
     _, run, _ = first
     other = tmp_path / "other_base"
-    shutil.copytree(adapters.resolve_base("tiny"), other)
+    shutil.copytree(models.resolve_base("tiny"), other)
     weights = load_file(str(other / "model.safetensors"))
     name = next(iter(weights))
     weights[name] = weights[name] + 1e-3
     from safetensors.torch import save_file
 
     save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(adapters.AdapterMismatchError, match="trained on base"):
-        adapters.load_unlearned(other, [run / "adapter"])
+    with pytest.raises(models.AdapterMismatchError, match="trained on base"):
+        models.load_unlearned(other, [run / "adapter"])
 
 
 def test_adapter_out_of_order_is_refused(second):
     _, run2, _ = second
-    with pytest.raises(adapters.AdapterMismatchError, match="on top of"):
-        adapters.check_chain(adapters.resolve_base("tiny"), [run2 / "adapter"])
+    with pytest.raises(models.AdapterMismatchError, match="on top of"):
+        models.check_chain(models.resolve_base("tiny"), [run2 / "adapter"])

@@ -1,11 +1,11 @@
-"""resolve_base: named bases (looked up by module string), directories, hub ids, and a clear
+"""resolve_base: named bases (the shipped tiny one, smollm2 from the cache), directories, hub ids, and a clear
 error for anything else."""
 
 from __future__ import annotations
 
 import pytest
 
-from orin_unlearn.edge.adapters import NAMED_BASES, resolve_base
+from orin_unlearn.train.models import NAMED_BASES, resolve_base
 
 
 def test_tiny_is_the_shipped_base(base_dir):
@@ -21,13 +21,3 @@ def test_unknown_name_lists_the_known_ones(name):
     with pytest.raises(ValueError, match="unknown base") as err:
         resolve_base(name)
     assert all(known in str(err.value) for known in NAMED_BASES) and {"tiny", "smollm2"} <= set(NAMED_BASES)
-
-
-def test_edge_names_other_packages_only_as_strings():
-    import inspect
-
-    from orin_unlearn.edge import adapters
-
-    source = inspect.getsource(adapters)
-    assert "import orin_unlearn.train" not in source and "from orin_unlearn.train" not in source
-    assert "from orin_unlearn.benchmarks" not in source

@@ -2,29 +2,29 @@
 
 Every adapter's manifest names the base it was trained on (sha256 of weights and tokenizer) and
 the adapters that were under it; applying it anywhere else is an `AdapterMismatchError`.
-Lives in `edge` because training, export and the runtime all check adapter chains; torch,
-transformers and peft are imported only inside the functions that load models.
+Its own layer ("models" in ARCHITECTURE.md), below benchmarks, train and export, which all load
+models; it may import the world (where the tiny base ships) but no measuring or training code.
+torch, transformers and peft are imported only inside the functions that load models, so the
+torch-free device install can still resolve a base and check an adapter chain.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+from orin_unlearn.benchmarks.world import tiny_base_dir
 from orin_unlearn.edge.formats import sha256_dir, verify_stage
+from orin_unlearn.train.gguf_import import smollm2_dir
 
 
 class AdapterMismatchError(ValueError):
     """An adapter applied to a base (or on top of adapters) it was not trained on."""
 
 
-# Named bases -> "module:function" returning the base's directory, imported only when asked for
-# (as the CLI's verb table does), so `edge` has no import statement of `train` or `benchmarks`.
-NAMED_BASES: dict[str, str] = {
-    "tiny": "orin_unlearn.benchmarks.world:tiny_base_dir",
-    "smollm2": "orin_unlearn.train.gguf_import:smollm2_dir",
-}
+# Named bases -> the function that returns the base's directory (smollm2: converted once, cached).
+NAMED_BASES: dict[str, Callable[[], Path]] = {"tiny": tiny_base_dir, "smollm2": smollm2_dir}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -32,8 +32,7 @@ def resolve_base(base: str) -> Path:
     """A base model's directory: a named base (`tiny`, `smollm2`), a local directory, or a
     Hugging Face hub id ("org/name", downloaded on a training machine)."""
     if base in NAMED_BASES:
-        module, function = NAMED_BASES[base].split(":")
-        return Path(getattr(importlib.import_module(module), function)())
+        return Path(NAMED_BASES[base]())
     path = Path(base)
     if base and path.is_dir():
         return path
