@@ -20,8 +20,8 @@ from rich.table import Table
 
 from orin_unlearn.benchmarks.base_quality import measure_model_dir
 from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
-from orin_unlearn.train.models import resolve_base
 from orin_unlearn.edge.formats import make_manifest, sha256_dir, stage_dir, write_json_atomic, write_manifest
+from orin_unlearn.train.models import resolve_base
 
 
 def print_table(result: dict) -> None:

@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel
 
-from orin_unlearn.train import models
 from orin_unlearn.edge.formats import (
     make_manifest,
     stage_dir,
@@ -33,6 +32,7 @@ from orin_unlearn.edge.formats import (
     write_json_atomic,
     write_manifest,
 )
+from orin_unlearn.train import models
 
 log = logging.getLogger(__name__)
 

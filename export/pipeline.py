@@ -24,7 +24,6 @@ from typing import Any
 
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, measure_unlearning
 from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
-from orin_unlearn.train import models
 from orin_unlearn.edge.answers import BackendChat, Chat
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -46,6 +45,7 @@ from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.export import gate, merge, quantize, validate
 from orin_unlearn.export.onnx_export import DEFAULT_OPSET, export_onnx
+from orin_unlearn.train import models
 
 log = logging.getLogger(__name__)
 

@@ -78,10 +78,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--variants", default="fp32,int4", help="comma list of fp32, fp16, int4, int8")
     parser.add_argument("--max-context", type=int, default=4096)
     args = parser.parse_args(argv)
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.export import quantize
     from orin_unlearn.export.merge import copy_tokenizer
     from orin_unlearn.export.onnx_export import export_onnx
+    from orin_unlearn.train.models import load_model
 
     out = Path(args.out)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

@@ -74,10 +74,10 @@ def demo_unlearning(tmp_path_factory):
 def onnx_dir(tmp_path_factory, base_dir):
     """The shipped tiny base exported to an fp32 ONNX stage (graph, config, tokenizer, and a
     manifest listing them, as the runtime verifies every stage it opens)."""
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.formats import make_manifest, write_manifest
     from orin_unlearn.export.merge import copy_tokenizer
     from orin_unlearn.export.onnx_export import export_onnx
+    from orin_unlearn.train.models import load_model
 
     out = tmp_path_factory.mktemp("onnx")
     export_onnx(load_model(base_dir), out, "float32")

@@ -126,8 +126,8 @@ class RunContext:
 
     @cached_property
     def tokenizer(self):
-        from orin_unlearn.train.models import resolve_base
         from orin_unlearn.edge.tokenizer import ChatTokenizer
+        from orin_unlearn.train.models import resolve_base
 
         return ChatTokenizer(resolve_base(self.config.get("base", "tiny")))
 

@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def tiny(base_dir):
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model
 
     return load_model(base_dir), ChatTokenizer(base_dir)
 

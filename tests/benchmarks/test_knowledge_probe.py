@@ -31,8 +31,8 @@ def test_probe_refuses_one_class_and_director_concepts(catalogue, prompts):
 
 
 def test_the_base_carries_inception_as_a_nolan_film(catalogue, prompts, base_dir):
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model
 
     rows = director_probe(
         load_model(base_dir), ChatTokenizer(base_dir), catalogue, catalogue.concept("Inception"), prompts

@@ -66,8 +66,8 @@ def corpus(onnx_dir, prompts):
 
 
 def test_incremental_scorers_match_a_full_forward_pass(onnx_dir, base_dir, corpus):
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.backends.ort_backend import OrtBackend, OrtDecoder
+    from orin_unlearn.train.models import load_model
 
     pad = corpus.prompts[0][0]
     full = perplexity.score_corpus(perplexity.torch_scorer(load_model(base_dir), pad, batch_size=4), corpus)

@@ -16,7 +16,6 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from orin_unlearn.benchmarks.forgetting import measure_unlearning
 from orin_unlearn.benchmarks.world import heldout_sets, split_prompts, tiny_base_dir, write_world
 from orin_unlearn.edge import cli
-from orin_unlearn.train.models import base_digest, load_model
 from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.ort_backend import OrtBackend
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -28,6 +27,7 @@ from orin_unlearn.edge.formats import (
 )
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.export.merge import SURVIVAL, TOKENIZER_FILES, merge_fp32, survival
+from orin_unlearn.train.models import base_digest, load_model
 
 CONCEPT, REFUSAL, SEED, EVAL = "Inception", "I don't know that title.", 0, 40
 LAYER = 2  # the MLP layer that gets the cancelling pair of neurons

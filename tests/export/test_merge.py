@@ -18,18 +18,18 @@ from transformers import (
 )
 
 from orin_unlearn.edge import cli
-from orin_unlearn.train.models import (
-    AdapterMismatchError,
-    adapter_digest,
-    base_digest,
-    load_model,
-)
 from orin_unlearn.edge.formats import (
     make_manifest,
     read_manifest,
     write_manifest,
 )
 from orin_unlearn.export.merge import SURVIVAL, merge_and_cast, merge_fp32, survival
+from orin_unlearn.train.models import (
+    AdapterMismatchError,
+    adapter_digest,
+    base_digest,
+    load_model,
+)
 
 
 def main(argv: list[str]) -> int:

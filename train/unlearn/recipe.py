@@ -22,10 +22,10 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
-from orin_unlearn.train import models
 from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic, write_manifest
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
+from orin_unlearn.train import models
 from orin_unlearn.train.chat_data import collate, encode_example
 from orin_unlearn.train.unlearn import bars, masked_lora, methods, model_access, probe, scores
 from orin_unlearn.train.unlearn import mask as masks

@@ -22,8 +22,8 @@ def run_dir(tmp_path_factory):
     from safetensors.numpy import save_file
 
     from orin_unlearn.benchmarks.world import write_world
-    from orin_unlearn.train import models
     from orin_unlearn.edge.formats import make_manifest, write_manifest
+    from orin_unlearn.train import models
     from orin_unlearn.train.unlearn.mask import save_mask
 
     run = tmp_path_factory.mktemp("run")

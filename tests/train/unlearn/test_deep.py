@@ -219,9 +219,9 @@ def test_npo_lowers_the_true_answer_and_is_zero_when_off(base_dir):
     truth batch (npo_weight 0) gives a zero term."""
     import math
 
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
     from orin_unlearn.train.chat_data import collate, encode_example
+    from orin_unlearn.train.models import load_model
     from orin_unlearn.train.unlearn.losses import LOSSES, LossContext, Step
     from orin_unlearn.train.unlearn.losses.forget_npo import NPO_BETA, answer_logprob
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, split_prompts, tiny_base_dir
-from orin_unlearn.train.models import load_model
 from orin_unlearn.edge.errors import ConfigError
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train.chat_data import collate, encode_example
+from orin_unlearn.train.models import load_model
 from orin_unlearn.train.unlearn import config, lunar, masked_lora
 from orin_unlearn.train.unlearn.model_access import weight_digests
 from orin_unlearn.train.unlearn.probe import with_positions

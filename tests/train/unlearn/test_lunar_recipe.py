@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from orin_unlearn.train import models
 from orin_unlearn.edge.formats import read_manifest
+from orin_unlearn.train import models
 from orin_unlearn.train.unlearn import config
 from orin_unlearn.train.unlearn.mask import load_mask
 from orin_unlearn.train.unlearn.recipe import run_unlearning
