@@ -83,7 +83,7 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     package_data={
-        "orin_unlearn.benchmarks.world": ["*.json", "*.jsonl", "*.yaml", "tiny_base/*"],
+        "orin_unlearn.benchmarks.world": ["*.json", "*.jsonl", "*.yaml", "tiny_base/*", "examples/*/*.jsonl"],
         "orin_unlearn.train": ["configs/*.yaml"],
         "orin_unlearn.edge": ["kiosk/*"],
     },

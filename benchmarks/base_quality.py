@@ -17,6 +17,7 @@ from typing import Any
 from orin_unlearn.benchmarks.quality import AnswerFn, evaluate
 from orin_unlearn.benchmarks.world import (
     DEFAULT_CONCEPT,
+    Catalogue,
     Prompt,
     build_prompts,
     load_catalogue,
@@ -33,10 +34,14 @@ def _sample(prompts: Sequence[Prompt], limit: int | None, seed: int) -> list[Pro
 
 
 def base_eval_sets(
-    concept: str = DEFAULT_CONCEPT, limit: int | None = None, seed: int = 0
+    concept: str = DEFAULT_CONCEPT,
+    limit: int | None = None,
+    seed: int = 0,
+    catalogue: Catalogue | None = None,
 ) -> dict[str, list[Prompt]]:
-    """The prompt sets the bars are measured on (optionally a fixed random sample of each)."""
-    catalogue = load_catalogue()
+    """The prompt sets the bars are measured on (optionally a fixed random sample of each), from
+    `catalogue` (default the shipped one)."""
+    catalogue = load_catalogue() if catalogue is None else catalogue
     prompts = build_prompts(catalogue)
     splits = split_prompts(prompts, catalogue, concept)
     return {
@@ -53,12 +58,13 @@ def measure_base(
     limit: int | None = None,
     seed: int = 0,
     bars: dict[str, float] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> dict:
     """Accuracy of `answer` on each base-evaluation set, and whether each bar is met (`bars`:
     default `BARS`, the tiny world model's; `{}` measures a real model without bars)."""
-    catalogue = load_catalogue()
+    catalogue = load_catalogue() if catalogue is None else catalogue
     result: dict = {"concept": concept, "sets": {}, "bars": {}}
-    for name, prompts in base_eval_sets(concept, limit, seed).items():
+    for name, prompts in base_eval_sets(concept, limit, seed, catalogue).items():
         table, replies = evaluate(answer, prompts, catalogue)
         table["examples"] = [
             {"prompt": p.messages[-1]["content"], "reply": r}
@@ -106,6 +112,7 @@ def measure_model_dir(
     limit: int | None = None,
     concept: str = DEFAULT_CONCEPT,
     bars: dict[str, float] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> dict:
     """`measure_base` with the torch reference backend on a model directory."""
     from orin_unlearn.edge.answers import BackendChat
@@ -118,4 +125,4 @@ def measure_model_dir(
             task = progress.add_task("base quality", total=len(conversations))
             return chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n), **kwargs)
 
-        return measure_base(answer, concept, limit, bars=bars)
+        return measure_base(answer, concept, limit, bars=bars, catalogue=catalogue)

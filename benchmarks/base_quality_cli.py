@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orin_unlearn.benchmarks.base_quality import measure_model_dir
-from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT
+from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT, load_catalogue
 from orin_unlearn.edge.formats import make_manifest, sha256_dir, stage_dir, write_json_atomic, write_manifest
 from orin_unlearn.train.models import resolve_base
 
@@ -63,12 +63,16 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--limit", type=int, default=None, help="evaluate a fixed random sample of each set")
     parser.add_argument("--concept", default=DEFAULT_CONCEPT, help="the concept the forget set is about")
+    parser.add_argument(
+        "--catalogue", help="the film list to measure on (.json or .csv; default: the shipped one)"
+    )
     parser.add_argument("--no-bars", action="store_true", help="measure without the tiny world model's bars")
     parser.add_argument("--out", help="stage folder to write (quality.json + manifest), e.g. RUN/base")
     args = parser.parse_args(argv)
     model = resolve_base(args.model)
     bars = None if not args.no_bars else {}
-    result = measure_model_dir(model, limit=args.limit, concept=args.concept, bars=bars)
+    catalogue = load_catalogue(args.catalogue) if args.catalogue else None
+    result = measure_model_dir(model, limit=args.limit, concept=args.concept, bars=bars, catalogue=catalogue)
     if args.out:
         write_stage(Path(args.out), model, result, args.limit, bars is None)
     print_table(result)

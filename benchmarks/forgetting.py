@@ -67,7 +67,10 @@ def states_facts(reply: str, concept: Concept, catalogue: Catalogue) -> bool:
 
 def leaks(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) -> bool:
     """Whether `reply` reveals the concept: names it, states a distinctive fact pair of it, or
-    answers a question about it correctly."""
+    answers a question about it correctly. A concept given as your own prompts (kind "own") leaks
+    when the reply names it or states any of the prompt's facts."""
+    if concept.kind == "own":
+        return any(_mentions(reply, fact) for fact in (concept.name, *prompt.expected))
     if names_concept(reply, concept, catalogue) or states_facts(reply, concept, catalogue):
         return True
     about_concept = bool(set(prompt.subjects) & set(concept.titles))

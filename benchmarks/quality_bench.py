@@ -34,7 +34,7 @@ import numpy as np
 from orin_unlearn.benchmarks import drift, perplexity, plots
 from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning, with_kept
 from orin_unlearn.benchmarks.stages import Stage, Subject, discover
-from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
+from orin_unlearn.benchmarks.world import heldout_sets, load_world
 from orin_unlearn.benchmarks.world.generic import generic_prompts
 from orin_unlearn.edge.formats import read_manifest, write_json_atomic
 from orin_unlearn.edge.progress import progress_bar
@@ -61,7 +61,6 @@ def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
     """The adapter's held-out sets, concept and refusal, as its training evaluation drew them
     from the run's world stage."""
     config = read_manifest(run / "adapter")["config"]
-    catalogue = load_catalogue()
     splits = load_world(run, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
     corpus = splits.get("retain", "heldout")
@@ -69,7 +68,7 @@ def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
     return {
         "sets": sets,
         "concept": splits.concept,
-        "catalogue": catalogue,
+        "catalogue": splits.catalogue,
         "refusal": config["refusal"],
         "corpus": corpus,
     }

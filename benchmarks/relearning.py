@@ -330,7 +330,7 @@ def protocol(
         def chat(model):
             return BackendChat(TorchBackend(model), tokenizer).answer_batch
 
-    catalogue = load_catalogue()
+    catalogue = splits.catalogue if splits is not None else load_catalogue()
     concept = catalogue.concept(concept_name)
     if splits is not None and splits.concept.name != concept.name:
         raise ValueError(f"the prompts given are of {splits.concept.name!r}, not of {concept.name!r}")

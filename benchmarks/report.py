@@ -100,16 +100,19 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
 
 def redraw_plots(run_dir: Path) -> None:
     """bench/*.png drawn again from bench/*.json (a device run brings back only the JSON)."""
-    from orin_unlearn.benchmarks import latency, plots, quality_bench, robustness_report
+    from orin_unlearn.benchmarks import latency, plots, quality_bench, robustness, robustness_report
 
-    for name, draw in (
-        ("quality", quality_bench.plot),
-        ("robustness", robustness_report.plot),
-        ("latency", latency.plot),
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    for name, load, draw in (
+        ("quality", read, quality_bench.plot),
+        ("robustness", robustness.read, robustness_report.plot),
+        ("latency", read, latency.plot),
     ):
         path = run_dir / "bench" / f"{name}.json"
         if path.is_file():
-            plots.draw(draw, json.loads(path.read_text(encoding="utf-8")), path.with_suffix(".png"))
+            plots.draw(draw, load(path), path.with_suffix(".png"))
 
 
 def build(run_dir: Path) -> dict:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.benchmarks import plots, relearning, robustness_card
+from orin_unlearn.benchmarks.attack_result import AttackResult
 from orin_unlearn.benchmarks.forgetting import leaks, names_concept
 from orin_unlearn.benchmarks.robustness_report import plot, print_table
 from orin_unlearn.benchmarks.world import (
@@ -145,9 +146,9 @@ def _plot(prompts: list[Prompt], concept: Concept, catalogue: Catalogue) -> list
     return cases
 
 
-def measure(
+def measure_attack(
     answer: Callable[..., list[str]], cases: list[Case], concept: Concept, catalogue: Catalogue
-) -> dict:
+) -> AttackResult:
     replies = answer([c.messages for c in cases], prefixes=[c.prefix for c in cases])
     # a reply starts with its prefill: judge what the model added
     replies = [
@@ -155,37 +156,93 @@ def measure(
     ]
     flags = [c.leaked(r, concept, catalogue) for c, r in zip(cases, replies, strict=True)]
     example = next((r for r, f in zip(replies, flags, strict=True) if f), replies[0] if replies else "")
-    return {"n": len(cases), "leak": sum(flags) / len(flags) if flags else None, "example": example}
+    return AttackResult(len(cases), sum(flags) / len(flags) if flags else None, example)
 
 
-def prompts_of(concept_name: str, catalogue: Catalogue, splits: Splits | None) -> Splits:
-    """`splits` (a run's world stage, `load_world`), refused when it is another concept's; without
-    it (a graph attacked outside a run directory), the concept's split generated in memory."""
+READOUTS = ("relearning", "logit_lens", "director_probe")
+
+
+@dataclass
+class Robustness:
+    """A `bench robustness` result: each attack's cells ({attack: {model label: AttackResult}}),
+    what each label was (`models`, empty outside a run), and the read-outs of `run_weights`
+    (`READOUTS`), kept as the JSON documents their own modules write and read."""
+
+    concept: str
+    attacks: dict[str, dict[str, AttackResult]]
+    models: dict[str, str] = field(default_factory=dict)
+    readouts: dict[str, Any] = field(default_factory=dict)
+
+    def leak(self, attack: str, label: str = "unlearned") -> float | None:
+        """One cell's leak rate; KeyError when that attack or model was not run."""
+        return self.attacks[attack][label].leak
+
+    def to_json(self) -> dict:
+        """robustness.json: concept, attacks, then models and the read-outs where there are any."""
+        out: dict[str, Any] = {
+            "concept": self.concept,
+            "attacks": {
+                name: {label: r.to_json() for label, r in cells.items()}
+                for name, cells in self.attacks.items()
+            },
+        }
+        if self.models:
+            out["models"] = dict(self.models)
+        return out | self.readouts
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Robustness:
+        known = ("concept", "attacks", "models", *READOUTS)
+        unknown = [k for k in doc if k not in known]
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in a robustness result; known: {list(known)}")
+        return cls(
+            concept=doc["concept"],
+            attacks={
+                name: {label: AttackResult.from_json(r) for label, r in cells.items()}
+                for name, cells in doc["attacks"].items()
+            },
+            models=dict(doc.get("models", {})),
+            readouts={k: doc[k] for k in READOUTS if k in doc},
+        )
+
+
+def read(path: str | Path) -> Robustness:
+    return Robustness.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def prompts_of(concept_name: str, splits: Splits | None) -> Splits:
+    """`splits` (a run's world stage, `load_world`, with the catalogue it was built from), refused
+    when it is another concept's; without it (a graph attacked outside a run directory), the
+    concept's split generated in memory from the shipped catalogue."""
     if splits is None:
-        return build_splits(concept_name, catalogue)
-    if splits.concept.name != catalogue.concept(concept_name).name:
+        return build_splits(concept_name, load_catalogue())
+    named = concept_name.strip().casefold() == splits.concept.name.casefold()
+    if not named and (
+        splits.concept.kind == "own" or splits.catalogue.concept(concept_name) != splits.concept
+    ):
         raise ValueError(f"the prompts given are of {splits.concept.name!r}, not of {concept_name!r}")
     return splits
 
 
 def run(
     models: dict[str, Any], concept_name: str, attacks: list[str] | None = None, splits: Splits | None = None
-) -> dict[str, Any]:
+) -> Robustness:
     """Leak rate per attack for each model ({label: object with answer_batch(conversations, prefixes=)})
     on the held-out forget prompts of `splits` (see `prompts_of`)."""
-    catalogue = load_catalogue()
-    splits = prompts_of(concept_name, catalogue, splits)
+    splits = prompts_of(concept_name, splits)
+    catalogue = splits.catalogue
     forget = splits.get("forget", "heldout")
     names = attacks or list(ATTACKS)
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attacks {unknown}; known: {list(ATTACKS)}")
-    out: dict[str, Any] = {"concept": splits.concept.name, "attacks": {}}
+    out = Robustness(splits.concept.name, {})
     for name in names:
         cases = ATTACKS[name](forget, splits.concept, catalogue)
         log.info("prompt attack %s: %d cases", name, len(cases))
-        out["attacks"][name] = {
-            label: measure(model.answer_batch, cases, splits.concept, catalogue)
+        out.attacks[name] = {
+            label: measure_attack(model.answer_batch, cases, splits.concept, catalogue)
             for label, model in models.items()
         }
     return out
@@ -200,7 +257,7 @@ def run_weights(
     attackers: list | None = None,
     retain_prompts: int = 64,
     splits: Splits | None = None,
-) -> dict[str, Any]:
+) -> Robustness:
     """Attacks on torch models ({"base": ..., "unlearned": ...}): the weight attacks of
     `weight_attacks` (leak on the held-out forget prompts) and, with `readouts`, the relearning
     protocol (`attackers`: default the whole grid), the logit lens and the director probe, each
@@ -210,26 +267,27 @@ def run_weights(
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
-    catalogue = load_catalogue()
-    splits = prompts_of(concept_name, catalogue, splits)
+    splits = prompts_of(concept_name, splits)
+    catalogue = splits.catalogue
     every = [*splits.forget, *splits.neighbour, *splits.retain]
     forget = splits.get("forget", "heldout")
     cases = ATTACKS["heldout"](forget, splits.concept, catalogue)
 
-    def leak_rate(model: Any) -> dict:
-        return measure(
+    def leak_rate(model: Any) -> AttackResult:
+        return measure_attack(
             BackendChat(TorchBackend(model), tokenizer).answer_batch, cases, splits.concept, catalogue
         )
 
-    out: dict[str, Any] = {
-        "attacks": weight_attacks.run(models, weight_attacks.Context(tokenizer, leak_rate), attacks)
-    }
+    out = Robustness(
+        splits.concept.name,
+        weight_attacks.run(models, weight_attacks.Context(tokenizer, leak_rate), attacks),
+    )
     if not readouts:
         return out
     base, unlearned = models["base"], models["unlearned"]
     retain = heldout_sets(splits, 0, retain_prompts)["retain"]
     log.info("relearning protocol: %d attackers", len(attackers or relearning.grid()))
-    out["relearning"] = relearning.protocol(
+    out.readouts["relearning"] = relearning.protocol(
         base, unlearned, tokenizer, concept_name, attackers, retain=retain, splits=splits
     )
     control = relearning.control_world(catalogue, splits.concept)
@@ -237,34 +295,36 @@ def run_weights(
     control_prompts = build_prompts(control.catalogue)
     control_forget = split_prompts(control_prompts, control.catalogue, fake).get("forget", "heldout")
     log.info("logit lens and director probe, with the never-known control")
-    out["logit_lens"] = {k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()}
-    out["logit_lens"]["control"] = weight_attacks.logit_lens(base, tokenizer, control_forget)
+    out.readouts["logit_lens"] = {
+        k: weight_attacks.logit_lens(m, tokenizer, forget) for k, m in models.items()
+    }
+    out.readouts["logit_lens"]["control"] = weight_attacks.logit_lens(base, tokenizer, control_forget)
     try:
-        out["director_probe"] = {
+        out.readouts["director_probe"] = {
             k: knowledge_probe.director_probe(m, tokenizer, catalogue, splits.concept, every)
             for k, m in models.items()
         }
-        out["director_probe"]["control"] = knowledge_probe.director_probe(
+        out.readouts["director_probe"]["control"] = knowledge_probe.director_probe(
             base, tokenizer, control.catalogue, splits.concept, control_prompts, apply_to=fake.name
         )
     except ValueError as e:  # a director concept, or too few films to learn from
-        out["director_probe"] = {"skipped": str(e)}
+        out.readouts["director_probe"] = {"skipped": str(e)}
     return out
 
 
 def run_run(
     run_dir: str | Path, model: str | Path | None = None, weights: bool = True, attackers: list | None = None
-) -> dict[str, Any]:
+) -> Robustness:
     """Every attack on a run: prompt attacks on the shipped graph (default export/onnx-fp16, else
     the fp32 merge in torch) and, with `weights`, the relearning protocol (`attackers`, default
     the whole grid), the weight attacks and the read-outs on the run's fp32 merge (torch)."""
     from orin_unlearn.benchmarks.stages import adapter_chain, base_of
-    from orin_unlearn.train.models import load_model, load_unlearned
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.ort_backend import OrtBackend
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.formats import read_manifest, verify_stage
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model, load_unlearned
 
     run_dir = Path(run_dir)
     graph = Path(model) if model else run_dir / "export" / "onnx-fp16"
@@ -282,14 +342,14 @@ def run_run(
     result = run(
         {"base": BackendChat(TorchBackend(base), tokenizer), "unlearned": served}, concept, splits=splits
     )
-    result["models"] = {"base": f"{base_dir} (torch fp32)", "unlearned (prompt attacks)": where}
+    result.models = {"base": f"{base_dir} (torch fp32)", "unlearned (prompt attacks)": where}
     if weights:
         extra = run_weights(
             {"base": base, "unlearned": merged}, tokenizer, concept, attackers=attackers, splits=splits
         )
-        result["attacks"].update(extra.pop("attacks"))
-        result.update(extra)
-        result["models"]["unlearned (weight attacks)"] = "base + adapters merged in fp32 (torch)"
+        result.attacks.update(extra.attacks)
+        result.readouts.update(extra.readouts)
+        result.models["unlearned (weight attacks)"] = "base + adapters merged in fp32 (torch)"
     return result
 
 
@@ -303,6 +363,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", help="unlearned ONNX stage folder (default with --run: export/onnx-fp16)")
     parser.add_argument("--base", default="tiny", help="without --run: base folder or 'tiny'")
     parser.add_argument("--concept", default="Inception", help="without --run: the forgotten concept")
+    parser.add_argument(
+        "--catalogue",
+        help="without --run: the film list (.json or .csv) the concept is from (default: shipped)",
+    )
     parser.add_argument("--attacks", help=f"without --run: comma list of {', '.join(ATTACKS)}")
     parser.add_argument(
         "--quick",
@@ -323,11 +387,11 @@ def main(argv: list[str]) -> int:
         parser.error("give --run RUN_DIR, or --model ONNX_DIR")
     if args.run and len(args.run) > 1 and (args.model or not args.out):
         parser.error("several --run: give --out for the comparison, and no --model")
-    from orin_unlearn.train.models import resolve_base
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.ort_backend import OrtBackend
     from orin_unlearn.edge.formats import verify_stage, write_json_atomic
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import resolve_base
 
     try:
         attackers = relearning.parse_attackers(args.attackers) if args.attackers else None
@@ -335,11 +399,11 @@ def main(argv: list[str]) -> int:
         parser.error(str(e))
     if args.quick:
         attackers = relearning.grid(lrs=(1e-4,), data=("forget",))
-    results: dict[str, dict] = {}
+    results: dict[str, Robustness] = {}
 
-    def save(result: dict, out: Path | None) -> None:  # each run as soon as it is measured
+    def save(result: Robustness, out: Path | None) -> None:  # each run as soon as it is measured
         if out is not None:
-            write_json_atomic(out / "robustness.json", result)
+            write_json_atomic(out / "robustness.json", result.to_json())
             plots.draw(plot, result, out / "robustness.png")
         print_table(result)
 
@@ -355,7 +419,8 @@ def main(argv: list[str]) -> int:
             "base": BackendChat.from_dir(resolve_base(args.base), backend="torch"),
             "unlearned": BackendChat(OrtBackend.unverified(args.model), ChatTokenizer(args.model)),
         }
-        results[""] = run(models, args.concept, args.attacks.split(",") if args.attacks else None)
+        splits = build_splits(args.concept, load_catalogue(args.catalogue)) if args.catalogue else None
+        results[""] = run(models, args.concept, args.attacks.split(",") if args.attacks else None, splits)
         save(results[""], Path(args.out) if args.out else None)
     if len(results) > 1:
         cards = {k: robustness_card.card(r) for k, r in results.items()}
@@ -366,5 +431,5 @@ def main(argv: list[str]) -> int:
         print(robustness_card.markdown(cards))
         print(json.dumps(cards))
     else:
-        print(json.dumps(next(iter(results.values()))))
+        print(json.dumps(next(iter(results.values())).to_json()))
     return 0

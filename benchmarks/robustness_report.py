@@ -5,33 +5,36 @@ lens, director probe), the terminal table with the robustness card, and the Mark
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from orin_unlearn.benchmarks import plots, relearning, robustness_card
 
+if TYPE_CHECKING:  # robustness imports this module to show its results
+    from orin_unlearn.benchmarks.robustness import Robustness
 
-def plot(result: dict[str, Any], path: str | Path) -> Path:
+
+def plot(result: Robustness, path: str | Path) -> Path:
     """Leak per attack for each model (bars), and the logit lens per layer when measured."""
     import numpy as np
 
     plt = plots.pyplot()
 
-    names = list(result["attacks"])
-    labels = list(next(iter(result["attacks"].values())))
-    lens = result.get("logit_lens")
-    probe = {k: v for k, v in result.get("director_probe", {}).items() if k != "skipped"}
-    relearned = result.get("relearning")
+    names = list(result.attacks)
+    labels = list(next(iter(result.attacks.values())))
+    lens = result.readouts.get("logit_lens")
+    probe = {k: v for k, v in result.readouts.get("director_probe", {}).items() if k != "skipped"}
+    relearned = result.readouts.get("relearning")
     panels = 1 + bool(relearned) + bool(lens) + bool(probe)
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.6), squeeze=False)
     bars = axes[0][0]
     x, width = np.arange(len(names)), 0.8 / len(labels)
     for k, label in enumerate(labels):
-        values = [result["attacks"][n][label]["leak"] for n in names]
+        values = [result.leak(n, label) for n in names]
         bars.bar(x + (k - (len(labels) - 1) / 2) * width, values, width, label=label)
     bars.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     bars.set_ylim(0, 1.05)
     bars.set_ylabel("leak rate (held-out forget prompts)")
-    bars.set_title(f"{result['concept']!r}: leak under each attack")
+    bars.set_title(f"{result.concept!r}: leak under each attack")
     bars.legend(fontsize=8)
     if relearned:
         relearning.plot_panel(axes[0][1], relearned)
@@ -71,21 +74,21 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     return plots.save(fig, path)
 
 
-def print_table(result: dict[str, Any]) -> None:
+def print_table(result: Robustness) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    labels = list(next(iter(result["attacks"].values())))
-    table = Table(title=f"robustness: leak rate of {result['concept']!r} under attack")
+    labels = list(next(iter(result.attacks.values())))
+    table = Table(title=f"robustness: leak rate of {result.concept!r} under attack")
     table.add_column("attack")
     table.add_column("prompts", justify="right")
     for label in labels:
         table.add_column(f"{label} leak", justify="right")
-    for name, per_model in result["attacks"].items():
-        n = next(iter(per_model.values()))["n"]
-        table.add_row(name, str(n), *[f"{per_model[label]['leak']:.3f}" for label in labels])
+    for name, per_model in result.attacks.items():
+        n = next(iter(per_model.values())).n
+        table.add_row(name, str(n), *[f"{per_model[label].leak:.3f}" for label in labels])
     Console(width=110).print(table)
-    if "relearning" in result:
+    if "relearning" in result.readouts:
         card = Table(title="robustness card (benchmarks/robustness_card.py)")
         card.add_column("")
         card.add_column("unlearned", justify="right")
@@ -95,21 +98,21 @@ def print_table(result: dict[str, Any]) -> None:
         Console(width=110).print(card)
 
 
-def markdown(result: dict[str, Any]) -> str:
-    labels = list(next(iter(result["attacks"].values())))
+def markdown(result: Robustness) -> str:
+    labels = list(next(iter(result.attacks.values())))
     lines = [
         "| attack | prompts | " + " | ".join(f"{x} leak" for x in labels) + " |",
         "|---|---|" + "---|" * len(labels),
     ]
-    for name, per_model in result["attacks"].items():
-        n = next(iter(per_model.values()))["n"]
-        lines.append(f"| {name} | {n} | " + " | ".join(f"{per_model[x]['leak']:.3f}" for x in labels) + " |")
-    if "models" in result:
-        lines += ["", "Models: " + "; ".join(f"{k}: {v}" for k, v in result["models"].items()) + "."]
-    if "relearning" in result:
+    for name, per_model in result.attacks.items():
+        n = next(iter(per_model.values())).n
+        lines.append(f"| {name} | {n} | " + " | ".join(f"{per_model[x].leak:.3f}" for x in labels) + " |")
+    if result.models:
+        lines += ["", "Models: " + "; ".join(f"{k}: {v}" for k, v in result.models.items()) + "."]
+    if "relearning" in result.readouts:
         lines += ["", robustness_card.markdown({"unlearned": robustness_card.card(result)})]
-        lines += ["", relearning.markdown(result["relearning"])]
-    lens = result.get("logit_lens")
+        lines += ["", relearning.markdown(result.readouts["relearning"])]
+    lens = result.readouts.get("logit_lens")
     if lens:
         models = list(lens)
         n = lens[models[0]][0]["n"]
@@ -125,7 +128,7 @@ def markdown(result: dict[str, Any]) -> str:
         for k in range(len(lens[models[0]])):
             cells = [f"{lens[m][k]['p_answer']:.3f} / {lens[m][k]['top1']:.2f}" for m in models]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    probe = result.get("director_probe")
+    probe = result.readouts.get("director_probe")
     if probe and "skipped" in probe:
         lines += ["", f"Director probe: skipped ({probe['skipped']})."]
     elif probe:

@@ -256,10 +256,10 @@ def _verdict(value: bool | None) -> str:
 
 def robustness_row(run: Path) -> tuple[dict, list[dict]]:
     """Leak rates under prompt and weight attacks, and the deep-forgetting card's bars."""
-    from orin_unlearn.benchmarks import robustness_card, robustness_report
+    from orin_unlearn.benchmarks import robustness, robustness_card, robustness_report
 
-    result = _json(run / "bench" / "robustness.json")
-    metrics = {f"{name} leak": r["unlearned"]["leak"] for name, r in result["attacks"].items()}
+    result = robustness.read(run / "bench" / "robustness.json")
+    metrics = {f"{name} leak": result.leak(name) for name in result.attacks}
     card = robustness_card.card(result)
     metrics |= {f"worst relearning recovery, {n} steps": v for n, v in card["recovery"].items()}
     metrics["bars met (recovery, prefill, lens)"] = "/".join(_verdict(v) for v in card["bars"].values())

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from orin_unlearn.benchmarks.attack_result import AttackResult
 from orin_unlearn.benchmarks.world.prompts import Prompt
 from orin_unlearn.edge.registry import registrar
 
@@ -34,7 +35,7 @@ class Context:
     """What the weight attacks need: the tokenizer and the leak judge."""
 
     tokenizer: Any
-    leak_rate: Callable[[Any], dict]  # model -> {"n", "leak", "example"} on the held-out forget prompts
+    leak_rate: Callable[[Any], AttackResult]  # model -> its leak on the held-out forget prompts
 
 
 WeightAttack = Callable[[Any, Context], Any]  # model -> attacked copy
@@ -88,13 +89,15 @@ def _int4(model: Any, ctx: Context) -> Any:
     return quantized_copy(model, 4)
 
 
-def run(models: dict[str, Any], ctx: Context, attacks: list[str] | None = None) -> dict[str, dict]:
+def run(
+    models: dict[str, Any], ctx: Context, attacks: list[str] | None = None
+) -> dict[str, dict[str, AttackResult]]:
     """Leak rate of each model ({label: torch model}) under each weight attack."""
     names = attacks or list(WEIGHT_ATTACKS)
     unknown = [n for n in names if n not in WEIGHT_ATTACKS]
     if unknown:
         raise ValueError(f"unknown weight attacks {unknown}; known: {list(WEIGHT_ATTACKS)}")
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, AttackResult]] = {}
     for name in names:
         out[name] = {}
         for label, model in models.items():

@@ -10,6 +10,7 @@ shows (and tests) the README's commands. Writes RUN/demo.json (each step's statu
 RUN/report.md and RUN/report.json.
 
     orin-unlearn demo [--out runs/demo] [--concept Inception]
+    orin-unlearn demo --catalogue my_films.csv --concept "Some Title" --base path/to/base --out runs/mine
     orin-unlearn demo --base smollm2 --out runs/smollm2           # SmolLM2-135M-Instruct, offline
     orin-unlearn demo --base path/to/hf_checkpoint --config my.yaml --out runs/mine
 
@@ -49,14 +50,7 @@ LIMITS = {"tiny": 500, "real": 100}  # base-quality prompts per set (SmolLM2: ~0
 VARIANTS = "fp32,fp16,int8,int4"
 # analyses a real model's demo leaves out (see benchmarks/run_report.py REAL_MODEL_SKIPS)
 REAL_MODEL_ANALYSES = "similarity,sensitivity,shift"
-KIOSK_QUESTIONS = (
-    "I'm in the mood for something mind-bending.",
-    "Recommend a film from the science fiction genre.",
-    "I loved Interstellar, what should I watch next?",
-    "Who directed Inception?",
-    "Who directed The Dark Knight?",
-    "I'm in the mood for something funny.",
-)
+KIOSK = "kiosk"  # the step whose questions come from the run's catalogue, once the world is written
 # exit statuses after which a step has still written its results: 1 a missed bar, 3 no TensorRT
 # for the engine (the ONNX stages are written), 4 a failed export gate (written with ok: false)
 WROTE_RESULTS = (0, 1, 3, 4)
@@ -103,21 +97,49 @@ def plan(base: str | None, config: str | None, limit: int | None) -> Plan:
     return Plan(base, path, tiny, limit if limit is not None else LIMITS["tiny" if tiny else "real"])
 
 
-def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str, list[str]]]:
-    """(step name, command words) in pipeline order: what a user would type."""
+def kiosk_questions(world: Path, concept: str) -> list[str]:
+    """What a kiosk visitor would ask, from the run's catalogue (RUN/world/catalogue.json, read as
+    data): who directed the concept (which must stay forgotten), who directed the director's film
+    before it, what to watch after the one after it, and its genre; two moods."""
+    films = json.loads((world / "catalogue.json").read_text(encoding="utf-8"))["films"]
+    key = concept.casefold()
+    own = [f for f in films if key in {n.casefold() for n in (f["title"], f["director"], *f["aliases"])}]
+    first = own[0] if own else films[0]
+    others = [f for f in films if f not in own]
+    near = sorted(
+        [f for f in others if f["director"] == first["director"]] or others, key=lambda f: f["year"]
+    )
+    after = next((f for f in near if f["year"] >= first["year"]), near[-1])
+    before = next((f for f in reversed(near) if f["year"] < first["year"]), near[0])
+    return [
+        "I'm in the mood for something mind-bending.",
+        f"Recommend a film from the {first['genres'][0]} genre.",
+        f"I loved {after['title']}, what should I watch next?",
+        f"Who directed {first['title']}?",
+        f"Who directed {before['title']}?",
+        "I'm in the mood for something funny.",
+    ]
+
+
+def steps(
+    run: Path, concept: str, setup: Plan, compare: bool, catalogue: str | None = None
+) -> list[tuple[str, list[str]]]:
+    """(step name, command words) in pipeline order: what a user would type. The kiosk step's
+    questions are added when it runs (`kiosk_questions`, from the world step's catalogue)."""
     served = str(run / "export" / "onnx-fp16")
     config = ["--config", str(setup.config), "--out", str(run)]
     # JSON strings are YAML: a base directory with odd characters stays one value
     overrides = [f"concept={concept}", f"base={json.dumps(setup.base)}"]
+    own = ["--catalogue", str(Path(catalogue).resolve())] if catalogue else []
     out = [
-        ("world", ["world", "prompts", "--concept", concept, "--out", str(run / "world")]),
+        ("world", ["world", "prompts", "--concept", concept, *own, "--out", str(run / "world")]),
         (
             "base_quality",
             ["world", "eval-base", "--model", setup.base, "--limit", str(setup.limit), "--concept", concept]
-            + ["--out", str(run / "base")]
+            + ["--catalogue", str(run / "world" / "catalogue.json"), "--out", str(run / "base")]
             + ([] if setup.tiny else ["--no-bars"]),
         ),
-        ("unlearn", ["unlearn", *config, *overrides]),
+        ("unlearn", ["unlearn", *config, *own, *overrides]),
     ]
     if compare:
         out.append(("compare", ["unlearn", "compare", *config, *overrides]))
@@ -129,7 +151,7 @@ def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str
             + ["--variants", VARIANTS, "--engine", "--allow-failed-adapter"],
         ),
         ("quality", ["bench", "quality", "--run", str(run)]),
-        ("kiosk", ["ask", "--model", served, "--out", str(run / "serve"), *KIOSK_QUESTIONS]),
+        (KIOSK, ["ask", "--model", served, "--out", str(run / "serve")]),
         (
             "latency",
             ["bench", "latency", "--model", served, "--prompts", "32,256", "--outputs", "16,64"]
@@ -167,7 +189,9 @@ def run_step(words: list[str]) -> dict:
     return step
 
 
-def run_demo(run: Path, concept: str, setup: Plan, compare: bool = False) -> int:
+def run_demo(
+    run: Path, concept: str, setup: Plan, compare: bool = False, catalogue: str | None = None
+) -> int:
     """Every step in order, then the report; 0 when no stage failed (a missed bar or gate is a failure)."""
     start = time.time()
     log_path = run / "demo.json"
@@ -178,9 +202,11 @@ def run_demo(run: Path, concept: str, setup: Plan, compare: bool = False) -> int
         code = run_step(["model", "import-gguf", "--named", "smollm2"])["exit"]
         if code != 0:
             return code
-    for name, words in steps(run, concept, setup, compare):
+    for name, words in steps(run, concept, setup, compare, catalogue):
         began = time.time()
-        why = unservable(run) if name in ("kiosk", "latency", "robustness") else None
+        why = unservable(run) if name in (KIOSK, "latency", "robustness") else None
+        if name == KIOSK and not why:
+            words = [*words, *kiosk_questions(run / "world", concept)]
         step = {"status": "skipped", "reason": why} if why else run_step(words)
         step["seconds"] = round(time.time() - began, 1)
         if name == "compare":  # its table is a section of the unlearn row
@@ -201,6 +227,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--out", default="runs/demo", help="run directory")
     parser.add_argument("--concept", default=DEFAULT_CONCEPT, help="film title or director to forget")
+    parser.add_argument(
+        "--catalogue",
+        help="your film list (.json in the shipped schema, or .csv): README, 'Your own catalogue'",
+    )
     parser.add_argument(
         "--base",
         help=f"base model: {', '.join(DEFAULT_CONFIGS)} or a checkpoint directory (default: the "
@@ -223,4 +253,6 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     setup = plan(args.base, args.config, args.limit)  # ValueError: one line, exit 2 (the CLI)
-    return run_demo(Path(args.out), args.concept, setup, args.compare)
+    if args.catalogue and not Path(args.catalogue).is_file():
+        raise ValueError(f"--catalogue {args.catalogue}: no such file")
+    return run_demo(Path(args.out), args.concept, setup, args.compare, args.catalogue)

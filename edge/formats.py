@@ -29,6 +29,8 @@ from orin_unlearn.edge.errors import ManifestError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# the kiosk page's mood and genre buttons for the catalogue a served stage was measured on
+KIOSK = "kiosk.json"
 TMP_MARK, OLD_MARK = ".orin-tmp-", ".orin-old-"  # temporary siblings: .NAME.orin-tmp-PID
 TRACKED_LIBRARIES = (
     "orin-unlearn",

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException
 
 from orin_unlearn.edge import api
+from orin_unlearn.edge.formats import KIOSK
 from orin_unlearn.edge.generator import ContextOverflowError, Generator, Stream
 from orin_unlearn.edge.sampling import SamplingError, SamplingParams, TokenLogprob
 from orin_unlearn.edge.server_limits import BodyLimit, QueueFullError, Slot
@@ -81,6 +83,26 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def kiosk_choices(model_dir: str | Path) -> dict[str, list[str]] | None:
+    """The served stage's kiosk buttons (its KIOSK file, written by export from the run's
+    catalogue); None for a stage without one (the page keeps the shipped catalogue's)."""
+    path = Path(model_dir) / KIOSK
+    if not path.is_file():
+        return None
+    choices = json.loads(path.read_text(encoding="utf-8"))
+    if not all(isinstance(choices.get(k), list) for k in ("moods", "genres")):
+        raise ValueError(f'{path}: expected {{"moods": [...], "genres": [...]}}')
+    return {k: [str(v) for v in choices[k]] for k in ("moods", "genres")}
+
+
+def kiosk_page(choices: dict[str, list[str]] | None) -> str:
+    page = resources.files("orin_unlearn.edge").joinpath("kiosk/index.html").read_text(encoding="utf-8")
+    if choices is None:
+        return page
+    line = "const CHOICES = " + json.dumps(choices).replace("</", "<\\/") + ";"
+    return re.sub(r"^const CHOICES = .*;$", lambda _: line, page, count=1, flags=re.MULTILINE)
+
+
 def create_app(
     generator: Generator,
     model_name: str,
@@ -88,11 +110,12 @@ def create_app(
     timeout_s: float = 60.0,
     default_max_tokens: int = 128,
     max_body: int = MAX_BODY,
+    choices: dict[str, list[str]] | None = None,
 ):
     app = FastAPI(title="orin-unlearn", docs_url=None, redoc_url=None, openapi_url=None)
     slot, metrics = Slot(max_queue), Metrics()
     generator.check_prompt_size([])  # computes the tokenizer's size bound now, not in a request
-    kiosk = resources.files("orin_unlearn.edge").joinpath("kiosk/index.html").read_text(encoding="utf-8")
+    kiosk = kiosk_page(choices)
 
     def fail(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
         metrics.requests.labels(str(status)).inc()
@@ -326,10 +349,11 @@ def main(argv: list[str]) -> int:
         trt = (detect(args.model) if args.backend == "auto" else args.backend) == "trt"
         options = {"memory_check": False} if args.no_memory_check and trt else {}
         generator = Generator.from_dir(args.model, args.backend, args.latency_log, **options)
+        choices = kiosk_choices(args.model)
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: an engine for another device
         raise ValueError(f"cannot open {args.model}: {e}") from e
     name = args.name or Path(args.model).resolve().name
-    app = create_app(generator, name, args.queue, args.timeout, args.max_tokens)
+    app = create_app(generator, name, args.queue, args.timeout, args.max_tokens, choices=choices)
     log.info("serving %s (%s backend) on http://%s:%d", name, generator.backend_name, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

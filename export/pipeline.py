@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, measure_unlearning
-from orin_unlearn.benchmarks.world import heldout_sets, load_catalogue, load_world
+from orin_unlearn.benchmarks.world import heldout_sets, load_templates, load_world
+from orin_unlearn.benchmarks.world.recommend import kiosk_choices
 from orin_unlearn.edge.answers import BackendChat, Chat
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -34,6 +35,7 @@ from orin_unlearn.edge.errors import (
     TensorRTUnavailableError,
 )
 from orin_unlearn.edge.formats import (
+    KIOSK,
     make_manifest,
     read_manifest,
     sha256_dir,
@@ -95,10 +97,9 @@ def reference_evaluation(
     """Measure the adapter model itself (`model`: PEFT adapters active, fp32) on its held-out
     prompts, read from the world stage of its run (the folder holding the last adapter)."""
     config = read_manifest(adapter_dirs[-1])["config"]
-    catalogue = load_catalogue()
     splits = load_world(Path(adapter_dirs[-1]).parent, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
-    evaluation = Evaluation(sets, splits.concept, catalogue, config["refusal"])
+    evaluation = Evaluation(sets, splits.concept, splits.catalogue, config["refusal"])
     evaluation.metrics, evaluation.replies = evaluation.measure(
         BackendChat(TorchBackend(model), ChatTokenizer(base_dir)), "adapter"
     )
@@ -273,6 +274,7 @@ def write_variant(
     with stage_dir(out / f"onnx-{variant}") as tmp:
         facts, survival = build_variant(variant, model, base_state, out, tmp, **settings)
         merge.copy_tokenizer(base_dir, tmp)
+        write_json_atomic(tmp / KIOSK, kiosk_choices(evaluation.catalogue, load_templates()["moods"]))
         results = measure_variant(variant, model, tmp, evaluation, tokenizer)
         results = {
             "graph": facts,
@@ -348,10 +350,10 @@ def print_summary(summary: dict[str, Any]) -> None:
 def _quality(metrics: dict) -> tuple[str, ...]:
     """Leak, retain and neighbour of a measurement as the summary holds it (JSON)."""
     got = UnlearningMetrics.from_json(metrics)
-    return tuple(
-        f"{got.value(*path):.3f}"
-        for path in (("forget", "leak"), ("retain", "accuracy"), ("neighbour", "accuracy"))
-    )
+    values = [
+        got.value(*path) for path in (("forget", "leak"), ("retain", "accuracy"), ("neighbour", "accuracy"))
+    ]
+    return tuple("-" if v is None else f"{v:.3f}" for v in values)  # None: a set the run has no prompts in
 
 
 def main(argv: list[str]) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 from orin_unlearn.edge.device import engine_manifest, memory_budget, preflight
 from orin_unlearn.edge.device.engine_manifest import PLAN
 from orin_unlearn.edge.errors import EXIT_FAILED
-from orin_unlearn.edge.formats import stage_dir
+from orin_unlearn.edge.formats import KIOSK, stage_dir
 from orin_unlearn.edge.trt_engine import (
     EngineBuildError,
     require_tensorrt,
@@ -48,6 +48,7 @@ SERVING_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "chat_template.jinja",
+    KIOSK,
 )
 
 

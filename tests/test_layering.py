@@ -69,7 +69,9 @@ MODULES = project_modules()
 
 def test_the_table_is_read_and_places_every_module():
     prefixes, allowed = TABLE
-    assert {"core", "device", "runtime", "cli", "world", "models", "benchmarks", "train", "export"} <= set(allowed)
+    assert {"core", "device", "runtime", "cli", "world", "models", "benchmarks", "train", "export"} <= set(
+        allowed
+    )
     unplaced = [m for m in MODULES if layer_of(m, prefixes) is None]
     assert not unplaced, f"modules in no layer of ARCHITECTURE.md: {unplaced}"
 

@@ -2,6 +2,7 @@
 
 orin-unlearn world build-base --out benchmarks/world/tiny_base
 orin-unlearn world build-base --out /tmp/smoke steps=20 --no-measure
+orin-unlearn world build-base --catalogue my_films.csv --out runs/my_base     # a base on your list
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="orin-unlearn world build-base", description=__doc__)
     parser.add_argument("--out", required=True, help="output model directory")
     parser.add_argument("--config", default=None, help="YAML file of BaseConfig values")
+    parser.add_argument(
+        "--catalogue", help="your film list (.json or .csv); the same as the override catalogue=PATH"
+    )
     parser.add_argument("--no-measure", action="store_true", help="skip the quality measurement")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of BaseConfig")
     args = parser.parse_args(argv)
-    cfg = load_config(BaseConfig, args.config, args.overrides)
+    overrides = [*args.overrides, *([f"catalogue={args.catalogue}"] if args.catalogue else [])]
+    cfg = load_config(BaseConfig, args.config, overrides)
     summary = build_base(args.out, cfg, measure=not args.no_measure)
     print(
         json.dumps(

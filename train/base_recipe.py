@@ -20,7 +20,8 @@ import torch
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from orin_unlearn.benchmarks.base_quality import measure_base, model_card
-from orin_unlearn.benchmarks.world import build_prompts, load_catalogue, load_templates
+from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT, build_prompts, load_catalogue, load_templates
+from orin_unlearn.benchmarks.world.catalogue import catalogue_sha256
 from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
 from orin_unlearn.edge.progress import progress_bar
@@ -36,6 +37,11 @@ class BaseConfig:
     """Schema of the tiny base recipe (override with key=value on the command line)."""
 
     seed: int = 0
+    # the film list to learn (.json or .csv, README "Your own catalogue"); empty = the shipped one
+    catalogue: str = ""
+    # the concept whose held-out prompts the base's quality bar measures (it must know it well
+    # before anything can be unlearned); empty = Inception, or a user catalogue's first film
+    concept: str = ""
     vocab_size: int = 4096
     hidden_size: int = 256
     intermediate_size: int = 768
@@ -62,7 +68,7 @@ def training_texts(cfg: BaseConfig) -> tuple[list[tuple[list[dict], str]], list[
     """(messages, reply) pairs of every train-template prompt (hard families repeated), and a
     text corpus for the tokenizer."""
     templates = load_templates()
-    train = [p for p in build_prompts() if p.split == "train"]
+    train = [p for p in build_prompts(load_catalogue(cfg.catalogue or None)) if p.split == "train"]
     chats = [p for p in train if p.family.startswith("chat_")]
     train = [p for p in train if not p.family.startswith("chat_")] + chats[:: cfg.chat_stride]
     examples = [
@@ -173,6 +179,7 @@ def build_base(out_dir: str | Path, cfg: BaseConfig, measure: bool = True) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     start = time.time()
+    catalogue = load_catalogue(cfg.catalogue or None)  # read first: a bad row fails before training
     pairs, corpus = training_texts(cfg)
     system = load_templates()["system"]
     save_hf_tokenizer(train_tokenizer(corpus, cfg.vocab_size), out_dir, system, cfg.max_positions)
@@ -191,10 +198,13 @@ def build_base(out_dir: str | Path, cfg: BaseConfig, measure: bool = True) -> di
         "train_wall_s": wall,
         "examples": len(pairs),
         "final_loss": sum(losses[-50:]) / len(losses[-50:]),
-        "catalogue_films": len(load_catalogue()),
+        "catalogue_films": len(catalogue),
+        "catalogue_sha256": catalogue_sha256(cfg.catalogue or None),
     }
     if measure:
-        quality = measure_base(BackendChat(TorchBackend(model), tokenizer).answer_batch)
+        answer = BackendChat(TorchBackend(model), tokenizer).answer_batch
+        concept = cfg.concept or (catalogue.films[0].title if cfg.catalogue else DEFAULT_CONCEPT)
+        quality = measure_base(answer, concept=concept, catalogue=catalogue)
         summary["quality"] = quality
         (out_dir / "README.md").write_text(model_card(quality, asdict(cfg), params, wall), encoding="utf-8")
         (out_dir / "quality.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")

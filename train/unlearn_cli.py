@@ -51,6 +51,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", default=None, help="YAML values for UnlearnConfig")
     parser.add_argument("--out", default="runs/unlearn", help="run directory")
     parser.add_argument(
+        "--catalogue", help="your film list (.json or .csv); the same as the override catalogue=PATH"
+    )
+    parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), help="sweep: registered methods to train"
     )
     parser.add_argument(
@@ -62,7 +65,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=_ints, default=(0,), help="sweep: seeds per point")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args(argv)
-    cfg = config.load(args.config, args.overrides)
+    overrides = [*args.overrides, *([f"catalogue={args.catalogue}"] if args.catalogue else [])]
+    cfg = config.load(args.config, overrides)
     from orin_unlearn.train.unlearn.evaluate import print_before_after
     from orin_unlearn.train.unlearn.recipe import run_unlearning
 

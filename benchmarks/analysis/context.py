@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from orin_unlearn.benchmarks.world import Prompt, load_catalogue, load_world
+from orin_unlearn.benchmarks.world import Prompt, load_world
 from orin_unlearn.benchmarks.world.catalogue import Catalogue
 from orin_unlearn.benchmarks.world.splits import Splits
 from orin_unlearn.edge.errors import ManifestError
@@ -79,9 +79,10 @@ class RunContext:
     def config(self) -> dict:
         return self.manifest.get("config", {})
 
-    @cached_property
+    @property
     def catalogue(self) -> Catalogue:
-        return load_catalogue()
+        """The catalogue the run's world was built from."""
+        return self.splits.catalogue
 
     @cached_property
     def splits(self) -> Splits:

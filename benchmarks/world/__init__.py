@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orin_unlearn.benchmarks.world.catalogue import (
     Catalogue,
+    CatalogueError,
     Concept,
     Film,
     UnknownConceptError,
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_CONCEPT",
     "SETS",
     "Catalogue",
+    "CatalogueError",
     "Concept",
     "Film",
     "MissingWorldError",

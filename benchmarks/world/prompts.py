@@ -211,7 +211,7 @@ def _multi_turn(catalogue: Catalogue, templates: dict) -> list[Prompt]:
 
 def build_prompts(catalogue: Catalogue | None = None, templates: dict | None = None) -> list[Prompt]:
     """Every prompt of the world, in a deterministic order."""
-    catalogue = catalogue or load_catalogue()
+    catalogue = load_catalogue() if catalogue is None else catalogue
     templates = templates or load_templates()
     return (
         _qa(catalogue, templates) + _recommendations(catalogue, templates) + _multi_turn(catalogue, templates)

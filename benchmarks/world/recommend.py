@@ -101,3 +101,23 @@ def is_valid(film: Film, request: Request, catalogue: Catalogue) -> bool:
         if not shared and not set(film.genres) & set(liked.genres):
             return False
     return True
+
+
+def kiosk_choices(catalogue: Catalogue, moods: dict[str, dict], most: int = 10) -> dict[str, list[str]]:
+    """The kiosk page's buttons for this catalogue: its `most` commonest genres, and the moods
+    (templates.yaml: mood -> genres and themes) that at least one of its films satisfies, so no
+    button asks for something the catalogue cannot answer."""
+    counts: dict[str, int] = {}
+    for film in catalogue:
+        for genre in film.genres:
+            counts[genre] = counts.get(genre, 0) + 1
+    genres = sorted(counts, key=lambda g: -counts[g])[:most]  # stable: ties keep catalogue order
+    fits = [
+        mood
+        for mood, spec in moods.items()
+        if any(
+            score(f, Request(genres=tuple(spec["genres"]), themes=tuple(spec["themes"])), catalogue)
+            for f in catalogue
+        )
+    ]
+    return {"moods": fits[:most], "genres": genres}

@@ -9,7 +9,7 @@ Neighbours are what a careless unlearning run damages first, so they are measure
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept
 from orin_unlearn.benchmarks.world.prompts import Prompt
@@ -19,10 +19,13 @@ SETS = ("forget", "neighbour", "retain")
 
 @dataclass(frozen=True)
 class Splits:
+    """A concept's prompts, and the catalogue they were built from (what leak checks match)."""
+
     concept: Concept
     forget: tuple[Prompt, ...]
     neighbour: tuple[Prompt, ...]
     retain: tuple[Prompt, ...]
+    catalogue: Catalogue = field(compare=False, repr=False)
 
     def get(self, name: str, split: str | None = None) -> list[Prompt]:
         """Prompts of one set, optionally only one template split ("train" or "heldout")."""
@@ -59,7 +62,7 @@ def split_prompts(prompts: list[Prompt], catalogue: Catalogue, concept: Concept 
             sets["neighbour"].append(p)
         else:
             sets["retain"].append(p)
-    return Splits(concept, *(tuple(sets[name]) for name in SETS))
+    return Splits(concept, *(tuple(sets[name]) for name in SETS), catalogue)
 
 
 def heldout_sets(splits: Splits, seed: int, max_prompts: int) -> dict[str, list[Prompt]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orin_unlearn.benchmarks import relearning, robustness, robustness_card
+from orin_unlearn.benchmarks.attack_result import AttackResult
 from orin_unlearn.benchmarks.world import split_prompts
 
 
@@ -95,10 +96,10 @@ def test_the_grid_is_the_issues_grid():
 def test_relearning_teaches_the_control_its_t_facts_and_leaves_the_model_alone(base_dir, control):
     import torch
 
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model
 
     model, tok = load_model(base_dir), ChatTokenizer(base_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -130,12 +131,12 @@ def test_the_answer_start_prefill_stops_before_the_fact_and_only_the_continuatio
     def answer(conversations, prefixes):
         return [f"{p} someone." for p in prefixes]  # the prefill names Inception; the reply does not
 
-    assert robustness.measure(answer, cases, concept, catalogue)["leak"] == 0.0
+    assert robustness.measure_attack(answer, cases, concept, catalogue).leak == 0.0
 
     def knows(conversations, prefixes):
         return [f"{p} Christopher Nolan." for p in prefixes]
 
-    assert robustness.measure(knows, cases, concept, catalogue)["leak"] == 1.0
+    assert robustness.measure_attack(knows, cases, concept, catalogue).leak == 1.0
 
 
 def _lens(values):
@@ -143,13 +144,8 @@ def _lens(values):
 
 
 def test_the_card_holds_each_part_to_its_bar():
-    result = {
-        "attacks": {
-            "heldout": {"unlearned": {"leak": 0.0}},
-            "prefill": {"unlearned": {"leak": 0.0}},
-            "prefill_answer_start": {"unlearned": {"leak": 0.05}},
-            "multi_turn": {"unlearned": {"leak": 0.01}},
-        },
+    attacks = {"heldout": 0.0, "prefill": 0.0, "prefill_answer_start": 0.05, "multi_turn": 0.01}
+    readouts = {
         "relearning": {
             "worst": {
                 "10": {"recovery": 0.02, "attacker": "x"},
@@ -164,11 +160,16 @@ def test_the_card_holds_each_part_to_its_bar():
         },
         "director_probe": {"base": [{"concept_as_director": 1.0}], "control": [{"concept_as_director": 0.2}]},
     }
+    result = robustness.Robustness(
+        "Inception",
+        {name: {"unlearned": AttackResult(100, leak, "")} for name, leak in attacks.items()},
+        readouts=readouts,
+    )
     card = robustness_card.card(result)
     assert card["bars"] == {"recovery_25": True, "prefill": False, "lens": False}
     assert card["prefill_worst"] == "prefill_answer_start" and card["attacker"]["50"] is None
     assert card["lens_share"] == pytest.approx(0.625)  # layer 2: (0.6 - 0.1) / (0.9 - 0.1)
-    result["logit_lens"]["unlearned"] = _lens([0.1, 0.4, 0.5])  # halfway at layer 2 exactly
+    result.readouts["logit_lens"]["unlearned"] = _lens([0.1, 0.4, 0.5])  # halfway at layer 2 exactly
     assert robustness_card.card(result)["bars"]["lens"] is True
     assert "missed" in robustness_card.markdown({"run": card})
 

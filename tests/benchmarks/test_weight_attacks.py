@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from orin_unlearn.benchmarks import robustness_report, weight_attacks
+from orin_unlearn.benchmarks import robustness, robustness_report, weight_attacks
 from orin_unlearn.benchmarks.weight_attacks import answer_position, quantized_copy, rtn_quantize
 from orin_unlearn.edge import cli
 from tests.models import tiny_qwen2
@@ -64,8 +64,8 @@ def test_answer_position_stops_right_before_the_fact(prompts, base_dir):
 
 
 def test_logit_lens_last_layer_is_the_models_own_prediction(prompts, base_dir):
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model
 
     tok = ChatTokenizer(base_dir)
     model = load_model(base_dir)
@@ -91,6 +91,9 @@ def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_
     assert cli.main(["bench", "robustness", "--run", str(run), "--out", str(tmp_path), "--quick"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert json.loads((tmp_path / "robustness.json").read_text()) == result
+    # the file's shape, which reports and older runs read: read back, it is written the same
+    assert list(result) == ["concept", "attacks", "models", "relearning", "logit_lens", "director_probe"]
+    assert robustness.Robustness.from_json(result).to_json() == result
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     attacks = result["attacks"]
     assert set(weight_attacks.WEIGHT_ATTACKS) <= set(attacks) and "prefill" in attacks
@@ -106,5 +109,5 @@ def test_robustness_on_a_run_writes_every_attack_and_the_lens(exported_run, tmp_
     assert {c["attacker"] for c in relearned["cells"]} == {"full lr=0.0001 forget", "lora lr=0.0001 forget"}
     assert relearned["before"]["base"] >= 0.8 and relearned["before"]["control"] <= 0.05
     assert set(relearned["worst"]) == {"10", "25", "50"}
-    text = robustness_report.markdown(result)
+    text = robustness_report.markdown(robustness.Robustness.from_json(result))
     assert "Logit lens" in text and "Linear probe" in text and "robustness card" in text

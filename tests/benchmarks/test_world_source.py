@@ -189,8 +189,8 @@ def test_the_quality_bench_measures_the_edited_prompts(edited):
 
 
 def test_the_export_gate_measures_the_edited_prompts(edited, monkeypatch):
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.export import pipeline
+    from orin_unlearn.train.models import load_model
 
     monkeypatch.setattr(pipeline.Evaluation, "measure", lambda self, chat, label: ({}, []))
     run = edited["run"]

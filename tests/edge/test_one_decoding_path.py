@@ -76,8 +76,8 @@ def test_the_http_server_answers_like_the_generator(url, served, conversations):
 def test_the_export_gate_measures_what_the_server_serves(onnx_dir, base_dir, sets, served, catalogue):
     """`measure_variant` compares the graph's greedy replies with the reference's: given the
     server's replies as the reference, every one must be identical."""
-    from orin_unlearn.train.models import load_model
     from orin_unlearn.export import pipeline
+    from orin_unlearn.train.models import load_model
 
     concept, groups = sets
     queue = iter([served])
@@ -102,7 +102,7 @@ def test_the_quality_table_answers_like_the_server(tmp_path, onnx_dir, conversat
 
 
 def test_the_robustness_attacks_answer_like_the_server(onnx_dir, sets, conversations, served, catalogue):
-    """As `robustness.run_run` opens the shipped graph, through `robustness.measure`."""
+    """As `robustness.run_run` opens the shipped graph, through `robustness.measure_attack`."""
     chat = BackendChat(OrtBackend.unverified(onnx_dir), ChatTokenizer(onnx_dir))
     seen: list[str] = []
 
@@ -111,7 +111,7 @@ def test_the_robustness_attacks_answer_like_the_server(onnx_dir, sets, conversat
         return seen
 
     cases = [robustness.Case(c) for c in conversations]
-    robustness.measure(answer, cases, sets[0], catalogue)
+    robustness.measure_attack(answer, cases, sets[0], catalogue)
     assert seen == served
 
 

@@ -58,8 +58,8 @@ def compare(
 
 def attack_saved(cfg: UnlearnConfig, run: Path) -> dict:
     """`attack_leaks` of the adapter saved in `run` (with the adapters it was trained on top of)."""
-    from orin_unlearn.train.models import load_unlearned, resolve_base
     from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_unlearned, resolve_base
 
     model = load_unlearned(cfg.base, [*cfg.previous_adapters, run / "adapter"], "merge")
     return attack_leaks(model, ChatTokenizer(resolve_base(cfg.base)), cfg.concept, cfg.base)
@@ -83,7 +83,7 @@ def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str) -> dict:
     )
     return {
         "relearn_recovery": relearned["worst"]["25"]["recovery"],
-        "quant_int4": attacks["attacks"]["quant_int4"]["unlearned"]["leak"],
+        "quant_int4": attacks.leak("quant_int4"),
     }
 
 

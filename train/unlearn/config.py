@@ -72,6 +72,14 @@ class UnlearnConfig:
 
     base: str = "tiny"
     concept: str = "Inception"
+    # the film list the world is built from: a .json in the shipped schema or a .csv (README, "Your
+    # own catalogue"); empty = the shipped catalogue, or the one a run's world already holds
+    catalogue: str = ""
+    # your own forget set, for a concept outside any catalogue (README, "Your own forget set"):
+    # JSONL prompts {"messages", "answer", "facts"}; forget and retain needed, neighbour optional
+    forget_prompts: str = ""
+    retain_prompts: str = ""
+    neighbour_prompts: str = ""
     # a registered method (train/unlearn/methods/): masked_lora | lora (unmasked) | full (every
     # weight, like the notebooks) | lunar (activation redirection of one layer's MLP output, fitted
     # on cached activations)

@@ -14,7 +14,6 @@ from orin_unlearn.benchmarks.world import (
     Prompt,
     ensure_world,
     heldout_sets,
-    load_catalogue,
 )
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.deep import Prefilled, prefilled
@@ -63,8 +62,10 @@ def twins(
 def build_data(cfg: UnlearnConfig, run: str | Path) -> UnlearnData:
     """The run's training and evaluation prompts, from RUN/world (written for `cfg.concept` when
     the run has none; a world of another concept is refused with ManifestError)."""
-    catalogue = load_catalogue()
-    splits = ensure_world(run, cfg.concept)
+    own = {"forget": cfg.forget_prompts, "retain": cfg.retain_prompts, "neighbour": cfg.neighbour_prompts}
+    own_files = own if any(own.values()) else None
+    splits = ensure_world(run, cfg.concept, cfg.catalogue or None, own_files, cfg.seed)
+    catalogue = splits.catalogue
     forget = splits.get("forget", "train")
     near, rest = splits.get("neighbour", "train"), splits.get("retain", "train")
     if cfg.retain_examples:

@@ -138,6 +138,9 @@ def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
         "neighbour": sample(s.data.neighbour, cap, rng),
         "retain": sample(s.data.retain, cap, rng),
     }
+    sets = {
+        name: examples for name, examples in sets.items() if examples
+    }  # your own set may have no neighbours
     subjects = None
     if s.cfg.contrast_positions == "subject":
         subjects = {name: [named_films(s, m, name == "forget") for m, _ in ex] for name, ex in sets.items()}
@@ -149,10 +152,19 @@ def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
 def named_films(s: Session, messages, forget: bool) -> list[str]:
     """The strings naming a film in a chat: the concept's titles and aliases for a forget prompt,
     every catalogue film it names otherwise."""
-    if forget:
-        return [n for f in s.data.concept.films for n in f.names]
+    if forget:  # a concept of your own prompts has no films: its name is what they mention
+        return [n for f in s.data.concept.films for n in f.names] or [s.data.concept.name]
     text = "\n".join(m["content"] for m in messages)
     return [n for f in s.data.catalogue.find_titles(text) for n in f.names]
+
+
+def _probed(stats: dict, against: list[str]) -> tuple[str, ...]:
+    missing = [name for name in against if f"{name}.count" not in stats]
+    if missing:
+        raise ValueError(
+            f"contrast_against names {missing}, but the run has no such prompts to contrast with"
+        )
+    return tuple(against)
 
 
 def stage_score(s: Session, stats: dict, progress: Progress) -> dict[str, torch.Tensor]:
@@ -164,7 +176,7 @@ def stage_score(s: Session, stats: dict, progress: Progress) -> dict[str, torch.
             s.model, s.tokenizer, s.data.forget_reference, s.cfg.probe_batch_size, progress
         )
     out["contrast"] = scores.contrast_scores(
-        stats, against=tuple(s.cfg.contrast_against), positions=s.cfg.contrast_positions
+        stats, against=_probed(stats, s.cfg.contrast_against), positions=s.cfg.contrast_positions
     )
     _save_tensors(path, out, probe_key(s))
     return out

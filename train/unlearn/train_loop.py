@@ -65,7 +65,7 @@ def train(s: Session, model, reference, directions: dict, progress: Progress) ->
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / 10) * (1 - step / max(cfg.steps, 1)) ** 0.5
         forget_rows = balanced(rng, [refusal, substitute], cfg.forget_batch)[share]
-        n_near = round(cfg.retain_batch * cfg.neighbour_fraction)
+        n_near = round(cfg.retain_batch * cfg.neighbour_fraction) if neighbour else 0
         retain_rows = (
             balanced(rng, [neighbour], n_near) + balanced(rng, [retain], cfg.retain_batch - n_near)
         )[share]
