@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orin_unlearn.benchmarks.run_report import summary_row
+from orin_unlearn.benchmarks.world import Splits, load_world
 from orin_unlearn.edge.formats import write_json_atomic
 from orin_unlearn.train.unlearn import methods as registry
 from orin_unlearn.train.unlearn.config import UnlearnConfig
@@ -38,8 +39,8 @@ def compare(
     if unknown:
         raise ValueError(f"cannot compare methods {unknown}; choose from {others}")
 
-    def attacked(model: Any, tokenizer: Any) -> dict:
-        return attack_leaks(model, tokenizer, cfg.concept, cfg.base)
+    def attacked(model: Any, tokenizer: Any) -> dict:  # called after training: the run has its world
+        return attack_leaks(model, tokenizer, cfg.concept, cfg.base, load_world(run, cfg.concept))
 
     results = {
         "masked_lora": masked
@@ -62,12 +63,14 @@ def attack_saved(cfg: UnlearnConfig, run: Path) -> dict:
     from orin_unlearn.train.models import load_unlearned, resolve_base
 
     model = load_unlearned(cfg.base, [*cfg.previous_adapters, run / "adapter"], "merge")
-    return attack_leaks(model, ChatTokenizer(resolve_base(cfg.base)), cfg.concept, cfg.base)
+    splits = load_world(run, cfg.concept)
+    return attack_leaks(model, ChatTokenizer(resolve_base(cfg.base)), cfg.concept, cfg.base, splits)
 
 
-def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str) -> dict:
+def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str, splits: Splits | None = None) -> dict:
     """Of the (merged) model: V recall recovered over the never-known control after 25 relearning
-    steps (`relearn_recovery`), and the held-out forget leak after int4 rounding."""
+    steps (`relearn_recovery`), and the held-out forget leak after int4 rounding, on the run's
+    prompts (`splits`, its world stage; without it, the concept's split built in memory)."""
     from orin_unlearn.benchmarks import relearning, robustness
     from orin_unlearn.train.models import load_model, resolve_base
 
@@ -75,11 +78,11 @@ def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str) -> dict:
     if hasattr(merged, "merge_and_unload"):  # a PEFT model: fold the adapter in first
         merged = merged.merge_and_unload()
     attacks = robustness.run_weights(
-        {"unlearned": merged}, tokenizer, concept, ["quant_int4"], readouts=False
+        {"unlearned": merged}, tokenizer, concept, ["quant_int4"], readouts=False, splits=splits
     )
     attacker = relearning.Attacker("full", 1e-4, "forget")
     relearned = relearning.protocol(
-        load_model(resolve_base(base)), merged, tokenizer, concept, [attacker], (25,)
+        load_model(resolve_base(base)), merged, tokenizer, concept, [attacker], (25,), splits=splits
     )
     return {
         "relearn_recovery": relearned["worst"]["25"]["recovery"],
