@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from orin_unlearn.benchmarks.perplexity import Corpus, Scorer, mean_kl, perplexity, score_corpus
@@ -45,20 +46,34 @@ def drift_corpus(tokenizer: Any, prompts: Sequence[GenericPrompt]) -> Corpus:
     )
 
 
+@dataclass(frozen=True)
+class Drift:
+    """How far a model moved from its reference on chats outside the film world: KL(reference ||
+    model) in nats per scored token, and both perplexities, over `n` prompts / `tokens` tokens."""
+
+    n: int
+    tokens: int
+    kl_per_token: float
+    perplexity_base: float
+    perplexity: float
+
+    def to_json(self) -> dict:
+        """As an unlearning run's `drift` stores it (`kl` first)."""
+        return {"kl": self.kl_per_token, "n": self.n, "tokens": self.tokens} | {
+            "perplexity_base": self.perplexity_base,
+            "perplexity": self.perplexity,
+        }
+
+
 def general_drift(
     reference_scorer: Scorer,
     model_scorer: Scorer,
     tokenizer: Any,
     prompts: Sequence[GenericPrompt] | None = None,
     chunk_size: int = 32,
-) -> dict:
+) -> Drift:
     """KL(reference || model) per token and both perplexities on `prompts` (default: the shipped
-    generic prompts), teacher-forced on their reference answers, `chunk_size` prompts at a time.
-
-    Returns:
-        {"n": prompts, "tokens": scored tokens, "kl_per_token": nats, "perplexity_base": ...,
-        "perplexity": ...}
-    """
+    generic prompts), teacher-forced on their reference answers, `chunk_size` prompts at a time."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     prompts = list(prompts) if prompts is not None else generic_prompts()
@@ -74,10 +89,10 @@ def general_drift(
         nll_base += math.log(perplexity(reference, chunk.continuations)) * chunk.tokens
         nll_model += math.log(perplexity(model, chunk.continuations)) * chunk.tokens
     tokens = corpus.tokens
-    return {
-        "n": len(prompts),
-        "tokens": tokens,
-        "kl_per_token": kl_sum / tokens,
-        "perplexity_base": math.exp(nll_base / tokens),
-        "perplexity": math.exp(nll_model / tokens),
-    }
+    return Drift(
+        n=len(prompts),
+        tokens=tokens,
+        kl_per_token=kl_sum / tokens,
+        perplexity_base=math.exp(nll_base / tokens),
+        perplexity=math.exp(nll_model / tokens),
+    )

@@ -98,7 +98,7 @@ def measure(
     metrics["KL to base"] = perplexity.mean_kl(base["logprobs"], logprobs) if base else None
     if base is not None:
         general = drift.general_drift(base["subject"].scorer, subject.scorer, subject.tokenizer)
-        metrics["generic KL to base"] = general["kl_per_token"]
+        metrics["generic KL to base"] = general.kl_per_token
     return {"metrics": metrics, "examples": result.examples, "logprobs": logprobs, "result": result}
 
 

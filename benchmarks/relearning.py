@@ -305,6 +305,12 @@ def worst_case(cells: Sequence[dict], steps: int) -> dict | None:
     return max(eligible, key=lambda c: c["recovery"], default=None)
 
 
+def worst_recovery(result: dict, steps: int) -> float | None:
+    """The protocol's worst-case recovery after `steps` attack steps (None: no cell counted)."""
+    cell = result["worst"].get(str(steps))
+    return None if cell is None else cell["recovery"]
+
+
 def protocol(
     base: Any,
     unlearned: Any,

@@ -46,11 +46,11 @@ def test_kl_of_the_base_with_itself_is_zero(tiny, prompts):
     model, tok = tiny
     scorer = torch_scorer(model, tok.pad_token_id)
     out = drift.general_drift(scorer, scorer, tok, prompts)
-    assert out["n"] == len(prompts)
-    assert out["tokens"] == drift.drift_corpus(tok, prompts).tokens > len(prompts)
-    assert abs(out["kl_per_token"]) < 1e-9
-    assert out["perplexity"] == pytest.approx(out["perplexity_base"], rel=1e-12)
-    assert 1.0 < out["perplexity"] < math.inf
+    assert out.n == len(prompts)
+    assert out.tokens == drift.drift_corpus(tok, prompts).tokens > len(prompts)
+    assert abs(out.kl_per_token) < 1e-9
+    assert out.perplexity == pytest.approx(out.perplexity_base, rel=1e-12)
+    assert 1.0 < out.perplexity < math.inf
 
 
 def test_a_perturbed_copy_drifts(tiny, perturbed, prompts):
@@ -58,9 +58,9 @@ def test_a_perturbed_copy_drifts(tiny, perturbed, prompts):
     out = drift.general_drift(
         torch_scorer(model, tok.pad_token_id), torch_scorer(perturbed, tok.pad_token_id), tok, prompts
     )
-    assert out["kl_per_token"] > 1e-4
-    assert math.isfinite(out["perplexity"]) and out["perplexity"] > 1.0
-    assert out["perplexity"] != pytest.approx(out["perplexity_base"], rel=1e-6)
+    assert out.kl_per_token > 1e-4
+    assert math.isfinite(out.perplexity) and out.perplexity > 1.0
+    assert out.perplexity != pytest.approx(out.perplexity_base, rel=1e-6)
 
 
 def test_chunking_does_not_change_the_result(tiny, perturbed, prompts):
@@ -70,13 +70,13 @@ def test_chunking_does_not_change_the_result(tiny, perturbed, prompts):
     whole = drift.general_drift(base, other, tok, prompts, chunk_size=len(prompts))
     pieces = drift.general_drift(base, other, tok, prompts, chunk_size=4)
     for key in ("kl_per_token", "perplexity_base", "perplexity"):
-        assert pieces[key] == pytest.approx(whole[key], rel=1e-6), key
+        assert getattr(pieces, key) == pytest.approx(getattr(whole, key), rel=1e-6), key
     # and the whole-corpus numbers are perplexity.py's, on answers that end with end-of-turn
     corpus = drift.drift_corpus(tok, prompts)
     assert all(c[-1] == tok.token_id("<|im_end|>") for c in corpus.continuations)
     ref, got = score_corpus(base, corpus), score_corpus(other, corpus)
-    assert whole["kl_per_token"] == pytest.approx(mean_kl(ref, got), rel=1e-9)
-    assert whole["perplexity"] == pytest.approx(perplexity(got, corpus.continuations), rel=1e-9)
+    assert whole.kl_per_token == pytest.approx(mean_kl(ref, got), rel=1e-9)
+    assert whole.perplexity == pytest.approx(perplexity(got, corpus.continuations), rel=1e-9)
 
 
 def test_end_of_turn_comes_from_the_tokenizer_when_it_has_one(tiny):

@@ -85,7 +85,7 @@ def attack_leaks(model: Any, tokenizer: Any, concept: str, base: str, splits: Sp
         load_model(resolve_base(base)), merged, tokenizer, concept, [attacker], (25,), splits=splits
     )
     return {
-        "relearn_recovery": relearned["worst"]["25"]["recovery"],
+        "relearn_recovery": relearning.worst_recovery(relearned, 25),
         "quant_int4": attacks.leak("quant_int4"),
     }
 

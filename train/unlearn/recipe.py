@@ -345,8 +345,8 @@ def measure_drift(s: Session, model) -> dict | None:
             return score(prompts, continuations)
 
     got = drift.general_drift(base_score, score, s.tokenizer)
-    log.info("general drift on %d generic chats: KL %.4f nats/token", got["n"], got["kl_per_token"])
-    return {"kl": got["kl_per_token"]} | {k: v for k, v in got.items() if k != "kl_per_token"}
+    log.info("general drift on %d generic chats: KL %.4f nats/token", got.n, got.kl_per_token)
+    return got.to_json()
 
 
 def measure_base(s: Session, progress=None) -> UnlearningMetrics:
