@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -109,7 +109,7 @@ class Catalogue:
 
     def to_json(self) -> dict:
         """The shipped schema: what the world stage stores, whatever format it was read from."""
-        return {"films": [_film_json(f) for f in self.films]}
+        return {"films": [asdict(f) for f in self.films]}  # tuples are JSON lists
 
     def __len__(self) -> int:
         return len(self.films)
@@ -180,18 +180,6 @@ class Catalogue:
             if key in (n.casefold() for n in film.names):
                 return film
         raise KeyError(name)
-
-
-def _film_json(film: Film) -> dict:
-    return {
-        "title": film.title,
-        "year": film.year,
-        "director": film.director,
-        "genres": list(film.genres),
-        "themes": list(film.themes),
-        "lead": film.lead,
-        "aliases": list(film.aliases),
-    }
 
 
 def _field_list(value: object) -> tuple[str, ...]:

@@ -112,12 +112,8 @@ def kiosk_choices(catalogue: Catalogue, moods: dict[str, dict], most: int = 10) 
         for genre in film.genres:
             counts[genre] = counts.get(genre, 0) + 1
     genres = sorted(counts, key=lambda g: -counts[g])[:most]  # stable: ties keep catalogue order
+    requests = {m: Request(genres=tuple(s["genres"]), themes=tuple(s["themes"])) for m, s in moods.items()}
     fits = [
-        mood
-        for mood, spec in moods.items()
-        if any(
-            score(f, Request(genres=tuple(spec["genres"]), themes=tuple(spec["themes"])), catalogue)
-            for f in catalogue
-        )
+        mood for mood, request in requests.items() if any(score(f, request, catalogue) for f in catalogue)
     ]
     return {"moods": fits[:most], "genres": genres}
