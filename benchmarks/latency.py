@@ -4,10 +4,11 @@ prompt lengths x output lengths, through the same Generator the server uses.
 After `--warmup` requests, each grid cell runs `--repeats` requests of exactly that many prompt
 tokens and generated tokens (end-of-turn ignored); reported per cell: TTFT and per-token p50 /
 p95 / p99, decode tokens/s, and for the whole run the peak resident memory and decode tokens/s
-against the memory-bandwidth limit here and on each Orin module. On a Jetson, tegrastats runs
-during the measured cells: average / peak module power, energy and tokens per joule, with the
-nvpmodel power mode and jetson_clocks state (`--power auto`, the default; elsewhere the JSON says
-why there is no power figure).
+against the memory-bandwidth limit here (measured as in `bench decode`, and never below what the
+best cell read) and on each Orin module. On a Jetson, tegrastats runs during the measured cells:
+average / peak module power, energy and tokens per joule, with the nvpmodel power mode and
+jetson_clocks state (`--power auto`, the default; elsewhere the JSON says why there is no power
+figure).
 
     orin-unlearn bench latency --model runs/demo/export/onnx-fp16 --out runs/demo/bench
     orin-unlearn bench latency --model /tmp/q05/onnx-int4 --prompts 32,256 --outputs 32
@@ -140,9 +141,10 @@ def run(
     warmup: int,
     power: str = "auto",
     fit: bool = False,
+    probe_mib: int | None = None,
 ) -> dict[str, Any]:
     """Measure the grid; with `fit`, prompt lengths the model cannot take are clamped into its
-    range (`fit_lengths`) instead of failing."""
+    range (`fit_lengths`) instead of failing. `probe_mib` sizes the bandwidth probe's buffer."""
     model_dir = Path(model_dir)
     generator = Generator.from_dir(model_dir, backend)
     if fit:
@@ -161,17 +163,44 @@ def run(
         "power": power_record(logger, sum(o * repeats for _, o in cells)),
     }
     if (model_dir / GRAPH).is_file():
-        per_token = roofline.weight_bytes_per_token(model_dir / GRAPH)
-        bandwidth = roofline.read_bandwidth(threads=2)
-        best = max(c["decode_tokens_per_s"] for c in results)
-        limits = roofline.limits(per_token, bandwidth)
-        out["roofline"] = {
-            "weight_bytes_per_token": per_token,
-            "read_bandwidth_gb_s": bandwidth / 1e9,
-            "limit_tokens_per_s": limits,
-            "fraction_here": best / limits["here"],
-        }
+        out["roofline"] = roofline_record(model_dir / GRAPH, results, probe_mib)
     return out
+
+
+def roofline_record(graph: Path, cells: list[dict[str, Any]], probe_mib: int | None) -> dict[str, Any]:
+    """Weights read per token, the bandwidth (measured with as many threads as onnxruntime uses
+    by default, raised to the best cell's rate if that read faster) and the limits it gives."""
+    per_token = roofline.weight_bytes_per_token(graph)
+    best = max(c["decode_tokens_per_s"] for c in cells)
+    measured = roofline.measure_bandwidth(roofline.usable_cpus(), probe_mib)
+    bandwidth = roofline.cap_to_decode(measured, best, per_token)
+    return {
+        "weight_bytes_per_token": per_token,
+        "read_bandwidth_gb_s": bandwidth.bytes_per_s / 1e9,
+        "limit_tokens_per_s": roofline.limits(per_token, bandwidth.bytes_per_s),
+        "fraction_here": roofline.roofline_fraction(best, per_token, bandwidth.bytes_per_s),
+        "bandwidth": bandwidth.to_json(),
+    }
+
+
+def bandwidth_note(roof: dict[str, Any]) -> str:
+    """How the bandwidth behind the limit was found (files written before the probe recorded
+    its method say only 'measured')."""
+    record = roof.get("bandwidth")
+    if record is None:
+        return f"{roof['read_bandwidth_gb_s']:.1f} GB/s measured"
+    if record["raised_by_decode"]:
+        return (
+            f"{record['gb_s']:.1f} GB/s implied by that cell, since the probe's "
+            f"{record['probe_gb_s']:.1f} GB/s ({record['probe_method']}) under-measured"
+        )
+    return f"{record['gb_s']:.1f} GB/s measured, {record['method']}, {record['threads']} threads"
+
+
+def fraction_here(roof: dict[str, Any]) -> float:
+    """The best cell's share of the limit here, at most 1 also for files written before the
+    limit was raised to a decode that beat it."""
+    return min(1.0, roof["fraction_here"])
 
 
 def plot(result: dict[str, Any], path: Path) -> Path | None:
@@ -223,7 +252,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"Peak RSS {result['peak_rss_mb']:.0f} MB. {roof['weight_bytes_per_token'] / 1e6:.1f} MB of weights "
             f"read per token; bandwidth limits in tokens/s: {limits}; the best cell reaches "
-            f"{roof['fraction_here']:.0%} of the limit here ({roof['read_bandwidth_gb_s']:.1f} GB/s measured)."
+            f"{fraction_here(roof):.0%} of the limit here ({bandwidth_note(roof)})."
         )
     power = result.get("power", {})
     if "avg_w" in power:
@@ -257,7 +286,8 @@ def print_table(result: dict[str, Any]) -> None:
         limits = ", ".join(f"{n} {v:.0f}" for n, v in roof["limit_tokens_per_s"].items())
         table.caption = (
             f"peak RSS {result['peak_rss_mb']:.0f} MB; {roof['weight_bytes_per_token'] / 1e6:.1f} MB read per token; "
-            f"bandwidth limits (tok/s): {limits}; best cell = {roof['fraction_here']:.0%} of the limit here"
+            f"bandwidth limits (tok/s): {limits}; best cell = {fraction_here(roof):.0%} of the limit here "
+            f"({bandwidth_note(roof)})"
         )
     power = result.get("power", {})
     if "avg_w" in power:
@@ -287,6 +317,11 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="clamp prompt lengths the model's context cannot take, instead of failing",
     )
+    parser.add_argument(
+        "--probe-mib",
+        type=int,
+        help="bandwidth probe buffer, MiB (default: 1 GiB or 4x the last-level cache, the larger)",
+    )
     args = parser.parse_args(argv)
     from orin_unlearn.edge.device.preflight import warn_on_device
 
@@ -295,7 +330,17 @@ def main(argv: list[str]) -> int:
     outputs = [int(x) for x in args.outputs.split(",")]
     if min(prompts + outputs) < 1 or args.repeats < 1:
         raise ValueError("lengths and --repeats must be positive")
-    result = run(args.model, args.backend, prompts, outputs, args.repeats, args.warmup, args.power, args.fit)
+    result = run(
+        args.model,
+        args.backend,
+        prompts,
+        outputs,
+        args.repeats,
+        args.warmup,
+        args.power,
+        args.fit,
+        args.probe_mib,
+    )
     print_table(result)
     if args.out:
         out = Path(args.out)

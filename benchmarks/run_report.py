@@ -237,7 +237,7 @@ def latency_row(run: Path) -> tuple[dict, list[dict]]:
         "token p50 ms": round(cell["token_ms"]["p50"], 2),
         "token p99 ms": round(cell["token_ms"]["p99"], 2),
         "decode tok/s": round(cell["decode_tokens_per_s"], 1),
-        "of bandwidth limit": round(result["roofline"]["fraction_here"], 3),
+        "of bandwidth limit": round(latency.fraction_here(result["roofline"]), 3),
         "peak RSS MB": round(result["peak_rss_mb"]),
     }
     row = {

@@ -23,7 +23,7 @@ from orin_unlearn.edge.answers import BackendChat, Chat
 from orin_unlearn.edge.formats import MANIFEST, read_manifest, verify_stage
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 
-ONNX_VARIANTS = ("fp32", "fp16", "int8", "int4")
+ONNX_VARIANTS = ("fp32", "fp16", "int8", "int4", "fp32-fused", "int4-fused")
 
 
 @dataclass

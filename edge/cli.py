@@ -61,6 +61,14 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "orin_unlearn.benchmarks.decode_bench",
         "decode tokens/s: runtime vs raw engine vs bandwidth limit (vs transformers)",
     ),
+    ("bench", "peer"): (
+        "orin_unlearn.benchmarks.peer_bench",
+        "ours vs llama.cpp on the same tokens: decode tok/s, prefill ms, peak memory (needs .[peer])",
+    ),
+    ("bench", "profile"): (
+        "orin_unlearn.benchmarks.op_profile",
+        "where a decode step's time goes, per operator type (onnxruntime's profiler)",
+    ),
     ("bench", "latency"): (
         "orin_unlearn.benchmarks.latency",
         "TTFT and per-token p50/p95/p99 over prompt x output lengths, vs the bandwidth limit",

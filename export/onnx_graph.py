@@ -35,11 +35,12 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
 def last_position_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     """Slice the LM head's input to the last position, so `logits` is [batch, 1, vocab].
 
-    Raises ValueError when `logits` is not produced by a MatMul (the shape optimum exports).
+    Raises ValueError when `logits` is not produced by a MatMul (the shape optimum exports) or a
+    MatMulNBits (a quantised LM head, as onnxruntime-genai's builder writes it).
     """
     graph = model.graph
     head = _producers(graph).get(LOGITS)
-    if head is None or head.op_type != "MatMul":
+    if head is None or head.op_type not in ("MatMul", "MatMulNBits"):
         found = "nothing" if head is None else head.op_type
         raise ValueError(f"expected the {LOGITS!r} output to come from the LM head MatMul, found {found}")
     hidden = head.input[0]

@@ -10,6 +10,10 @@ metrics on the adapter's own held-out prompts, and the gate. A variant that fail
     orin-unlearn export --base tiny --adapter runs/demo/adapter --out runs/demo/export
     orin-unlearn export --base tiny --adapter runs/demo/adapter --out runs/demo/export \
         --variants fp32,fp16,int8,int4 --engine
+    orin-unlearn export ... --variants fp32,int4,int4-fused --gguf q4_1   # + llama.cpp's format
+
+`*-fused` variants are onnxruntime graphs with its fused operators (`export/fused.py`); `--gguf`
+also writes the merged model as a GGUF file in `gguf/` for llama.cpp (`export/gguf_export.py`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from orin_unlearn.edge.formats import (
 )
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
-from orin_unlearn.export import gate, merge, quantize, validate
+from orin_unlearn.export import fused, gate, merge, quantize, validate
 from orin_unlearn.export.onnx_export import DEFAULT_OPSET, export_onnx
 from orin_unlearn.train import models
 
@@ -57,7 +61,11 @@ VARIANTS: dict[str, tuple[str, int | None]] = {
     "fp16": ("float16", None),
     "int8": ("float32", 8),
     "int4": ("float32", 4),
+    "fp32-fused": ("float32", None),
+    "int4-fused": ("float32", 4),
 }
+# onnxruntime's fused operators, built from the merged weights (`export/fused.py`): onnxruntime only
+FUSED = ("fp32-fused", "int4-fused")
 PARITY_PROMPTS = 24  # random prompts, plus as many real ones
 
 
@@ -129,10 +137,17 @@ def build_variant(
     opset: int,
     last_logits: bool,
     block_size: int,
+    tokenizer_dir: Path | None = None,
 ) -> tuple[dict, dict]:
     """Write the variant's graph into `tmp`; return (graph facts, survival summary)."""
     dtype, bits = VARIANTS[variant]
     merged_state = model.state_dict()
+    if variant in FUSED:
+        precision = "fp32" if bits is None else f"int{bits}"
+        facts = fused.build_fused(model, tokenizer_dir or tmp, tmp, precision, block_size)
+        if bits is None:
+            return facts, merge.survival(base_state, merged_state, merge.DTYPES[dtype])
+        return facts, quantize.survival(base_state, merged_state, bits, block_size)
     if bits is None:
         source = model if dtype == "float32" else copy.deepcopy(model)
         facts = export_onnx(source, tmp, dtype, opset, last_logits)
@@ -161,7 +176,7 @@ def measure_variant(
     metrics, replies = evaluation.measure(BackendChat(backend, tokenizer), f"onnx-{variant}")
     prompts = [p.messages[-1]["content"] for p in evaluation.prompts]
     identity = validate.greedy_identity(evaluation.replies, replies, prompts)
-    if variant == "fp32" and identity["identical"] != identity["n"]:
+    if (dtype, bits) == ("float32", None) and identity["identical"] != identity["n"]:
         problems.append(
             f"greedy replies differ from the adapter model's on {identity['n'] - identity['identical']} prompts"
         )
@@ -198,6 +213,7 @@ class ExportConfig:
     block_size: int = quantize.DEFAULT_BLOCK
     engine: bool = False
     allow_failed_adapter: bool = False
+    gguf: str | None = None  # llama.cpp outtype of the merged model's GGUF (f32, f16, q8_0, q4_1)
 
 
 def export_all(
@@ -213,7 +229,7 @@ def export_all(
     if unknown or not variants:
         raise ValueError(f"variants must be some of {list(VARIANTS)}, got {variants}")
     variants = sorted(variants, key=list(VARIANTS).index)  # int variants are quantised from fp32
-    if any(VARIANTS[v][1] for v in variants) and "fp32" not in variants:
+    if any(VARIANTS[v][1] and v not in FUSED for v in variants) and "fp32" not in variants:
         raise ValueError(f"{variants}: int8/int4 are quantised from the fp32 graph, so ask for fp32 too")
     out = Path(out)
     base_dir = models.resolve_base(base)
@@ -249,6 +265,8 @@ def export_all(
             summary["variants"][variant] = write_variant(
                 variant, model, base_state, base_dir, staging, inputs, settings, evaluation, tokenizer
             )
+        if config.gguf:
+            summary["gguf"] = write_gguf_stage(model, base_dir, staging / "gguf", inputs, config.gguf)
         summary["ok"] = all(r["ok"] for r in summary["variants"].values())
         summary["engine"] = {"status": "not requested"}
         write_json_atomic(staging / "export.json", summary)
@@ -272,7 +290,9 @@ def write_variant(
     """Build, measure and write the stage `out/onnx-{variant}`; returns its results."""
     log.info("exporting %s", variant)
     with stage_dir(out / f"onnx-{variant}") as tmp:
-        facts, survival = build_variant(variant, model, base_state, out, tmp, **settings)
+        facts, survival = build_variant(
+            variant, model, base_state, out, tmp, **settings, tokenizer_dir=base_dir
+        )
         merge.copy_tokenizer(base_dir, tmp)
         write_json_atomic(tmp / KIOSK, kiosk_choices(evaluation.catalogue, load_templates()["moods"]))
         results = measure_variant(variant, model, tmp, evaluation, tokenizer)
@@ -284,6 +304,20 @@ def write_variant(
         config = {"variant": variant} | settings
         write_manifest(tmp, make_manifest(f"onnx-{variant}", stage_inputs, config, results, results["ok"]))
     return results
+
+
+def write_gguf_stage(model: Any, base_dir: Path, folder: Path, inputs: dict[str, Any], outtype: str) -> dict:
+    """The merged model as `folder/model.<outtype>.gguf` (llama.cpp's format), with a manifest.
+    Not gated here: onnxruntime cannot run it; `bench peer` and llama.cpp can."""
+    from orin_unlearn.export.gguf_export import write_gguf
+
+    log.info("writing the merged model as GGUF %s", outtype)
+    with stage_dir(folder) as tmp:
+        facts = write_gguf(model, base_dir, tmp / f"model.{outtype}.gguf", outtype)
+        facts["path"] = str(folder / Path(facts["path"]).name)
+        stage_inputs = inputs | {"gguf": sha256_dir(tmp, "*.gguf")}
+        write_manifest(tmp, make_manifest("gguf", stage_inputs, {"outtype": outtype}, facts, True))
+    return facts
 
 
 def build_engine_stage(out: Path, variants: list[str]) -> dict[str, Any]:
@@ -344,6 +378,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     engine = summary["engine"]
     table.caption = f"engine: {engine['status']}" + (f" ({engine['reason']})" if "reason" in engine else "")
+    if "gguf" in summary:
+        table.caption += f"; GGUF for llama.cpp: {summary['gguf']['path']}"
     Console(width=120).print(table)
 
 
@@ -373,6 +409,11 @@ def main(argv: list[str]) -> int:
         "--engine", action="store_true", help="also build the TensorRT engine (on the device)"
     )
     parser.add_argument(
+        "--gguf",
+        choices=("f32", "f16", "q8_0", "q4_1"),
+        help="also write the merged model as a GGUF file for llama.cpp (gguf/model.<type>.gguf)",
+    )
+    parser.add_argument(
         "--allow-failed-adapter",
         action="store_true",
         help="export an adapter that missed its bars (manifest ok: false) to measure it; its files are "
@@ -388,6 +429,7 @@ def main(argv: list[str]) -> int:
         block_size=args.block_size,
         engine=args.engine,
         allow_failed_adapter=args.allow_failed_adapter,
+        gguf=args.gguf,
     )
     summary = export_all(args.base, args.adapter, args.out, config)
     print_summary(summary)

@@ -6,6 +6,10 @@ position_ids, past_key_values.{i}.key/value; outputs logits, present.{i}.key/val
 may cover every position or only the last. Prompts in a batch are left-padded, so every row's
 next token sits in the last column and one decode step serves the whole batch. numpy only.
 
+A fused graph (`export/fused.py`: GroupQueryAttention, no position_ids input) takes its positions
+from the attention mask, so it runs one unpadded row at a time; served, its past and present KV
+are one buffer per layer for the whole context, bound as both input and output of every step.
+
     backend = OrtBackend.from_dir("runs/demo/export/onnx-fp32")    # verified against its manifest
     BackendChat(backend, ChatTokenizer("runs/demo/export/onnx-fp32")).answer_batch(conversations)
 """
@@ -23,6 +27,7 @@ from orin_unlearn.edge.batching import left_pad, positions_of
 from orin_unlearn.edge.formats import verify_stage
 
 GRAPH = "model.onnx"
+KV_BLOCK = 1024  # a fused graph's first KV capacity on the CPU, in tokens (it doubles as needed)
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _NUMPY_OF = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -35,17 +40,18 @@ class GraphShape:
     kv_heads: int
     head_dim: int
     kv_dtype: type
+    fused: bool = False  # no position_ids: GroupQueryAttention reads positions off the mask
 
     @classmethod
     def from_inputs(cls, inputs: list) -> GraphShape:
         """Read onnxruntime NodeArg inputs; raise ValueError when they are not a KV-cache decoder."""
         names = {i.name: i for i in inputs}
-        missing = [n for n in ("input_ids", "attention_mask", "position_ids") if n not in names]
+        missing = [n for n in ("input_ids", "attention_mask") if n not in names]
         layers = sorted({int(m.group(1)) for n in names if (m := _PAST.match(n))})
         if missing or not layers or layers != list(range(len(layers))):
             raise ValueError(
                 f"not a decoder graph with a KV cache: inputs {sorted(names)} "
-                "(need input_ids, attention_mask, position_ids, past_key_values.N.key/value)"
+                "(need input_ids, attention_mask, [position_ids,] past_key_values.N.key/value)"
             )
         key = names["past_key_values.0.key"]
         if key.type not in _NUMPY_OF:
@@ -53,18 +59,32 @@ class GraphShape:
         _, kv_heads, _, head_dim = key.shape
         if not isinstance(kv_heads, int) or not isinstance(head_dim, int):
             raise ValueError(f"KV cache heads and head size must be fixed, got shape {key.shape}")
-        return cls(len(layers), kv_heads, head_dim, _NUMPY_OF[key.type])
+        return cls(len(layers), kv_heads, head_dim, _NUMPY_OF[key.type], "position_ids" not in names)
+
+    def past_names(self) -> list[str]:
+        return [f"past_key_values.{i}.{kind}" for i in range(self.layers) for kind in ("key", "value")]
 
 
 class OrtDecoder:
     """One onnxruntime session over a decoder graph: prefill and decode steps, greedy loops."""
 
-    def __init__(self, graph: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        graph: str | Path,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        profile: str | None = None,
+    ):
+        """`profile`: a file prefix for onnxruntime's profiler (`bench profile`), off by default."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile
         if not Path(graph).is_file():
             raise FileNotFoundError(f"{graph} does not exist")
         try:
@@ -79,20 +99,43 @@ class OrtDecoder:
         self.shape = GraphShape.from_inputs(self.session.get_inputs())
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def empty_past(self, batch: int) -> list[np.ndarray]:
+    def empty_past(self, batch: int) -> list:
+        """The KV cache before a prefill: 2 x layers arrays [batch, kv heads, 0, head dim], or
+        for a fused graph one such list (batch 1) per row."""
+        s = self.shape
+        if s.fused:
+            return [self._empty(1) for _ in range(batch)]
+        return self._empty(batch)
+
+    def _empty(self, batch: int) -> list[np.ndarray]:
         s = self.shape
         return [np.zeros((batch, s.kv_heads, 0, s.head_dim), s.kv_dtype) for _ in range(2 * s.layers)]
 
     def step(
-        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list
+    ) -> tuple[np.ndarray, list]:
         """One forward pass: (logits as float32 [batch, n, vocab], present key/values)."""
+        if self.shape.fused:
+            return self._rows_step(ids, mask, past)
         feed = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
-        for layer in range(self.shape.layers):
-            feed[f"past_key_values.{layer}.key"] = past[2 * layer]
-            feed[f"past_key_values.{layer}.value"] = past[2 * layer + 1]
+        feed.update(zip(self.shape.past_names(), past, strict=True))
         logits, *present = self.session.run(self.output_names, feed)
         return logits.astype(np.float32, copy=False), present
+
+    def _rows_step(self, ids: np.ndarray, mask: np.ndarray, past: list) -> tuple[np.ndarray, list]:
+        """`step` of a fused graph: each row alone, its left padding dropped (last-position
+        logits, [batch, 1, vocab]). Every row needs at least one unpadded token in `ids`."""
+        logits, present = [], []
+        for row in range(len(ids)):
+            new = ids[row, mask[row, -ids.shape[1] :] == 1][None]
+            if new.shape[1] == 0:
+                raise ValueError(f"row {row} has no unpadded token in this step")
+            feed = {"input_ids": new, "attention_mask": np.ones((1, int(mask[row].sum())), np.int64)}
+            feed.update(zip(self.shape.past_names(), past[row], strict=True))
+            out, *kv = self.session.run(self.output_names, feed)
+            logits.append(out[:, -1:].astype(np.float32, copy=False))
+            present.append(kv)
+        return np.concatenate(logits), present
 
     def greedy(
         self, prompts: list[list[int]], max_new_tokens: int, stop_ids: list[int], pad_id: int
@@ -146,6 +189,9 @@ class OrtBackend:
         self.device = device
         self._past: list = []
         self._length = 0
+        self._ones = np.ones((1, max_context), np.int64)
+        self._positions = np.arange(max_context, dtype=np.int64)[None]
+        self._buffers: list = []  # a fused graph's [io binding, logits, KV memory, capacity]
 
     @classmethod
     def from_dir(
@@ -175,12 +221,15 @@ class OrtBackend:
     def _run(self, ids: list[int], past: list) -> np.ndarray:
         session, shape = self.decoder.session, self.decoder.shape
         total = self._length + len(ids)
+        if total > self.max_context:
+            raise ValueError(f"{total} tokens exceed the model's context of {self.max_context}")
+        if shape.fused:
+            return self._run_fused(ids, total)
         binding = session.io_binding()
         binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(self._length, total, dtype=np.int64)[None])
-        names = (f"past_key_values.{i}.{kind}" for i in range(shape.layers) for kind in ("key", "value"))
-        for name, value in zip(names, past, strict=True):
+        binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+        binding.bind_cpu_input("position_ids", self._positions[:, self._length : total])
+        for name, value in zip(shape.past_names(), past, strict=True):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", "cpu")
         for name in self.decoder.output_names[1:]:
@@ -190,12 +239,61 @@ class OrtBackend:
         self._length = total
         return logits.numpy()[0, -1].astype(np.float32)
 
+    def _run_fused(self, ids: list[int], total: int) -> np.ndarray:
+        """A step of a fused graph: the KV buffers and the logits buffer stay bound from one step
+        to the next; only the new token ids and the mask's length change."""
+        binding, logits = self._fused_binding(total)
+        binding.bind_cpu_input("input_ids", np.asarray([ids], dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", self._ones[:, :total])
+        self.decoder.session.run_with_iobinding(binding)
+        self._length = total
+        return logits[0, -1].astype(np.float32)
+
+    def _fused_binding(self, total: int) -> tuple:
+        """(the io binding, the logits array it writes) of a fused graph, with room for `total`
+        tokens: one KV buffer per layer and kind, [1, kv heads, capacity, head dim], bound as
+        both past and present, so nothing is copied per step. On the CPU the capacity starts at
+        `KV_BLOCK` tokens and doubles (one copy of the cache) when a conversation outgrows it;
+        elsewhere it is the whole context from the start."""
+        import onnxruntime as ort
+
+        if self._buffers and self._buffers[3] >= total:
+            return self._buffers[0], self._buffers[1]
+        session, s = self.decoder.session, self.decoder.shape
+        if self.device == "cpu":
+            old = self._buffers[2] if self._buffers else []
+            capacity = min(self.max_context, max(KV_BLOCK, 2 * (self._buffers[3] if old else 0), total))
+        else:
+            old, capacity = [], self.max_context
+        binding = session.io_binding()
+        shape = (1, s.kv_heads, capacity, s.head_dim)
+        memory: list[np.ndarray] = []
+        self._past = []
+        for i, (past, present) in enumerate(zip(s.past_names(), self.decoder.output_names[1:], strict=True)):
+            if self.device == "cpu":
+                memory.append(np.empty(shape, s.kv_dtype))  # the OrtValue does not own it
+                if old and self._length:
+                    memory[-1][:, :, : self._length] = old[i][:, :, : self._length]
+                value = ort.OrtValue.ortvalue_from_numpy(memory[-1])
+            else:
+                value = ort.OrtValue.ortvalue_from_shape_and_type(shape, s.kv_dtype, self.device, 0)
+            self._past.append(value)
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+        vocab = session.get_outputs()[0].shape[-1]
+        logits = np.empty((1, 1, vocab), _NUMPY_OF[session.get_outputs()[0].type])
+        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
+        self._buffers = [binding, logits, memory, capacity]
+        return binding, logits
+
     def prefill(self, ids: list[int]) -> np.ndarray:
         import onnxruntime as ort
 
         if not ids:
             raise ValueError("prefill needs at least one token")
         self._length = 0
+        if self.decoder.shape.fused:
+            return self._run(list(ids), [])
         empty = [ort.OrtValue.ortvalue_from_numpy(a, self.device) for a in self.decoder.empty_past(1)]
         return self._run(list(ids), empty)
 

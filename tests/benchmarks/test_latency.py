@@ -27,6 +27,19 @@ def test_roofline_limits():
     assert got["Orin Nano"] == pytest.approx(34.0)
 
 
+def test_a_cell_faster_than_the_probe_raises_the_limit(onnx_dir, monkeypatch):
+    slow = roofline.Bandwidth(1e6, "numpy-sum-fp32", {"numpy-sum-fp32": 1e6}, 16, 8, 2, 1)
+    monkeypatch.setattr(roofline, "measure_bandwidth", lambda threads, mib: slow)
+    result = latency.run(onnx_dir, "auto", [40], [8, 16], 2, 0, power="off")
+    roof, best = result["roofline"], max(c["decode_tokens_per_s"] for c in result["cells"])
+    assert roof["fraction_here"] == 1.0 and roof["bandwidth"]["raised_by_decode"]
+    assert roof["limit_tokens_per_s"]["here"] == pytest.approx(best)
+    assert "implied by that cell" in latency.markdown(result)
+    # a file written before the cap: the fraction shown is still at most 1
+    old = {"fraction_here": 1.486, "read_bandwidth_gb_s": 36.2}
+    assert latency.fraction_here(old) == 1.0 and latency.bandwidth_note(old) == "36.2 GB/s measured"
+
+
 def test_prompt_of_hits_the_exact_length(onnx_dir):
     generator = Generator.from_dir(onnx_dir)
     for tokens in (40, 97, 300):
@@ -47,6 +60,8 @@ def test_main_writes_json_plot_and_last_line(onnx_dir, tmp_path, capsys):
         "2",
         "--warmup",
         "1",
+        "--probe-mib",
+        "16",
     ]
     assert cli.main(["bench", "latency", *argv, "--out", str(tmp_path)]) == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -56,7 +71,8 @@ def test_main_writes_json_plot_and_last_line(onnx_dir, tmp_path, capsys):
     assert all(
         c["ttft_ms"]["p50"] > 0 and c["token_ms"]["p99"] >= c["token_ms"]["p50"] for c in last["cells"]
     )
-    assert 0 < last["roofline"]["fraction_here"] < 1.5
+    assert 0 < last["roofline"]["fraction_here"] <= 1
+    assert last["roofline"]["bandwidth"]["buffer_mib"] == 16
     assert (tmp_path / "latency.png").stat().st_size > 10_000
     assert cli.main(["bench", "latency", "--model", str(onnx_dir), "--prompts", "0"]) == 2
 
@@ -78,15 +94,15 @@ def test_power_is_measured_with_tegrastats_and_explained_without(onnx_dir, tmp_p
     from orin_unlearn.edge.device import telemetry
 
     args = (onnx_dir, "auto", [40], [16], 3, 0)
-    off = latency.run(*args, power="off")
+    off = latency.run(*args, power="off", probe_mib=16)
     assert off["power"] == {"unavailable": "not measured (--power off)"}
     if telemetry.run_command(["tegrastats", "--help"]) is None:  # not a Jetson
-        assert "not a Jetson" in latency.run(*args)["power"]["unavailable"]
+        assert "not a Jetson" in latency.run(*args, probe_mib=16)["power"]["unavailable"]
         with pytest.raises(ValueError, match="--power on"):
             latency.run(*args, power="on")
     _fake_tegrastats(tmp_path)
     monkeypatch.setattr(telemetry, "TOOL_PATH", f"{tmp_path}:/usr/bin:/bin")
-    measured = latency.run(onnx_dir, "auto", [40], [16, 16], 25, 0, power="on")["power"]
+    measured = latency.run(onnx_dir, "auto", [40], [16, 16], 25, 0, power="on", probe_mib=16)["power"]
     assert measured["rail"] == "VDD_IN" and measured["avg_w"] == pytest.approx(7.0)
     assert measured["tokens"] == 2 * 25 * 16
     assert measured["tokens_per_joule"] == pytest.approx(measured["tokens"] / (7.0 * measured["duration_s"]))

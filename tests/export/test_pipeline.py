@@ -77,6 +77,27 @@ def test_stages_are_loadable_and_manifests_chain(exported):
     assert not list(out.glob(".*tmp*"))
 
 
+def test_fused_variant_alone_is_gated_and_the_gguf_reads_back(adapter, tmp_path):
+    """int4-fused is built from the merge itself (no fp32 graph needed) and measured like the
+    plain variants; --gguf writes the merged model for llama.cpp with a manifest."""
+    import gguf
+
+    config = pipeline.ExportConfig(variants=("int4-fused",), eval_max_prompts=10, gguf="q8_0")
+    summary = pipeline.export_all("tiny", [adapter], tmp_path / "export", config)
+    fused = summary["variants"]["int4-fused"]
+    assert fused["ok"] and fused["gate"]["ok"]
+    assert fused["graph"]["fused"]["GroupQueryAttention"] == 4
+    assert fused["survival"]["dtype"] == "int4/block32"
+    folder = tmp_path / "export" / "gguf"
+    manifest = read_manifest(folder)
+    assert manifest["ok"] and manifest["config"] == {"outtype": "q8_0"}
+    assert manifest["inputs"]["gguf"] == sha256_dir(folder, "*.gguf")
+    reader = gguf.GGUFReader(folder / "model.q8_0.gguf")
+    names = {t.name for t in reader.tensors}
+    assert {"token_embd.weight", "blk.0.ffn_down.weight", "output_norm.weight"} <= names
+    assert summary["gguf"]["tensors"] == len(reader.tensors)
+
+
 def test_crash_mid_stage_leaves_the_old_stage_and_no_temp_folder(exported, adapter, monkeypatch):
     out, _ = exported
     before = (out / "onnx-fp32" / "manifest.json").read_bytes()
