@@ -137,14 +137,14 @@ def build_variant(
     opset: int,
     last_logits: bool,
     block_size: int,
-    tokenizer_dir: Path | None = None,
+    tokenizer_dir: Path,
 ) -> tuple[dict, dict]:
     """Write the variant's graph into `tmp`; return (graph facts, survival summary)."""
     dtype, bits = VARIANTS[variant]
     merged_state = model.state_dict()
     if variant in FUSED:
         precision = "fp32" if bits is None else f"int{bits}"
-        facts = fused.build_fused(model, tokenizer_dir or tmp, tmp, precision, block_size)
+        facts = fused.build_fused(model, tokenizer_dir, tmp, precision, block_size)
         if bits is None:
             return facts, merge.survival(base_state, merged_state, merge.DTYPES[dtype])
         return facts, quantize.survival(base_state, merged_state, bits, block_size)

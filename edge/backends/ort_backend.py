@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,6 +172,18 @@ def max_context_of(folder: Path) -> int:
     return int(json.loads(config.read_text(encoding="utf-8"))["max_position_embeddings"])
 
 
+@dataclass
+class FusedBuffers:
+    """What a fused graph's serving path keeps bound between steps: the io binding, the logits
+    array it writes, the KV memory on the CPU (numpy; the OrtValues do not own it) and the
+    capacity in tokens."""
+
+    binding: Any
+    logits: np.ndarray
+    memory: list[np.ndarray]
+    capacity: int
+
+
 class OrtBackend:
     """One sequence at a time over an ONNX decoder, for the `Generator`.
 
@@ -194,7 +207,7 @@ class OrtBackend:
         self._length = 0
         self._ones = np.ones((1, max_context), np.int64)
         self._positions = np.arange(max_context, dtype=np.int64)[None]
-        self._buffers: list = []  # a fused graph's [io binding, logits, KV memory, capacity]
+        self._fused: FusedBuffers | None = None  # a fused graph's, made at the first prefill
 
     @classmethod
     def from_dir(
@@ -260,12 +273,13 @@ class OrtBackend:
         elsewhere it is the whole context from the start."""
         import onnxruntime as ort
 
-        if self._buffers and self._buffers[3] >= total:
-            return self._buffers[0], self._buffers[1]
+        if self._fused is not None and self._fused.capacity >= total:
+            return self._fused.binding, self._fused.logits
         session, s = self.decoder.session, self.decoder.shape
         if self.device == "cpu":
-            old = self._buffers[2] if self._buffers else []
-            capacity = min(self.max_context, max(KV_BLOCK, 2 * (self._buffers[3] if old else 0), total))
+            old = self._fused.memory if self._fused is not None else []
+            grown = 2 * self._fused.capacity if self._fused is not None else 0
+            capacity = min(self.max_context, max(KV_BLOCK, grown, total))
         else:
             old, capacity = [], self.max_context
         binding = session.io_binding()
@@ -286,7 +300,7 @@ class OrtBackend:
         vocab = session.get_outputs()[0].shape[-1]
         logits = np.empty((1, 1, vocab), _NUMPY_OF[session.get_outputs()[0].type])
         binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(logits))
-        self._buffers = [binding, logits, memory, capacity]
+        self._fused = FusedBuffers(binding, logits, memory, capacity)
         return binding, logits
 
     def prefill(self, ids: list[int]) -> np.ndarray:

@@ -43,18 +43,9 @@ def prompts(vocab: int, n: int = 6) -> list[list[int]]:
 
 def decode_path(decoder: OrtDecoder, rows: list[list[int]], steps: int = 3) -> np.ndarray:
     """Last-position logits after a left-padded prefill of all but `steps` tokens, then `steps`
-    single-token decode steps through the cache."""
+    single-token decode steps through the cache (the export's own decode-path check)."""
     ids, mask = left_pad(rows, pad_id=0)
-    positions = positions_of(mask)
-    split = ids.shape[1] - steps
-    logits, past = decoder.step(
-        ids[:, :split], mask[:, :split], positions[:, :split], decoder.empty_past(len(rows))
-    )
-    for col in range(split, ids.shape[1]):
-        logits, past = decoder.step(
-            ids[:, col : col + 1], mask[:, : col + 1], positions[:, col : col + 1], past
-        )
-    return logits[:, -1]
+    return validate._decode_last_logits(decoder, ids, mask, steps)
 
 
 def test_fused_graph_uses_onnxruntime_fused_operators(graphs):
@@ -128,7 +119,7 @@ def test_the_kv_buffer_grows_without_changing_a_token(graphs, monkeypatch):
         for _ in range(n):
             out.append(int(np.argmax(logits)))
             logits = backend.decode(out[-1])
-        return out, backend._buffers[3]
+        return out, backend._fused.capacity
 
     roomy, capacity = greedy()
     assert capacity == 256  # the whole context (256) is less than KV_BLOCK
