@@ -20,7 +20,14 @@ from rich.table import Table
 
 from orin_unlearn.benchmarks.base_quality import measure_model_dir
 from orin_unlearn.benchmarks.world import DEFAULT_CONCEPT, load_catalogue
-from orin_unlearn.edge.formats import make_manifest, sha256_dir, stage_dir, write_json_atomic, write_manifest
+from orin_unlearn.edge.formats import (
+    make_manifest,
+    refuse_foreign,
+    sha256_dir,
+    stage_dir,
+    write_json_atomic,
+    write_manifest,
+)
 from orin_unlearn.train.models import resolve_base
 
 
@@ -42,7 +49,7 @@ def print_table(result: dict) -> None:
 
 def write_stage(out: Path, model: Path, result: dict, limit: int | None, bars: bool) -> None:
     """RUN/base: quality.json and a manifest naming the model's weights and tokenizer."""
-    with stage_dir(out) as tmp:
+    with stage_dir(out, "base") as tmp:
         write_json_atomic(tmp / "quality.json", result)
         inputs = {
             "model": sha256_dir(model, "*.safetensors"),
@@ -69,6 +76,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-bars", action="store_true", help="measure without the tiny world model's bars")
     parser.add_argument("--out", help="stage folder to write (quality.json + manifest), e.g. RUN/base")
     args = parser.parse_args(argv)
+    if args.out:
+        refuse_foreign(args.out, "base")  # before minutes of measuring; checked again when replaced
     model = resolve_base(args.model)
     bars = None if not args.no_bars else {}
     catalogue = load_catalogue(args.catalogue) if args.catalogue else None

@@ -6,11 +6,14 @@ versions, config, results, `ok`, and the size and sha256 of every other file in 
 bundle), so what runs is exactly what was measured. A stage is written into a temporary sibling
 named `.NAME.orin-tmp-PID` and renamed into place, so a crash never leaves a folder that looks
 complete; `clean_litter` removes what a killed process left (called by every `stage_dir`).
+A writer replaces only a folder that is empty or its own earlier stage: anything else (a typo
+such as `--out ~`) is refused before a file is touched (`refuse_foreign`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import logging
@@ -19,9 +22,9 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from orin_unlearn.edge.errors import ManifestError
@@ -119,14 +122,94 @@ def clean_litter(parent: str | Path) -> list[Path]:
     return removed
 
 
+class ForeignFolderError(ManifestError):
+    """A stage writer's `--out` that holds files the stage did not write: replacing it would lose them."""
+
+
+def foreign_entries(folder: str | Path, kind: str) -> list[str]:
+    """The entries of `folder` (relative names; folders end in "/") that a `kind` stage writer did
+    not write: none when the folder is missing or empty; else every entry, unless its manifest
+    names a stage matching `kind` (fnmatch), and then the files its manifest does not list. Links
+    and anything that is not a plain file or folder are always foreign; nothing is followed."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        return [folder.name]
+    if not folder.exists():
+        return []
+    try:
+        manifest = read_manifest(folder)
+        listed = manifest.get("files") if fnmatch.fnmatchcase(str(manifest["stage"]), kind) else None
+    except ManifestError:
+        listed = None
+    listed = set(listed) if isinstance(listed, dict) else set()
+    if listed:
+        listed.add(MANIFEST)
+    folders = {p.as_posix() for name in listed for p in PurePosixPath(name).parents} - {"."}
+    foreign: list[str] = []
+    for root, dirs, names in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        for name in sorted(dirs):
+            path = (rel / name).as_posix()
+            if path not in folders or (Path(root) / name).is_symlink():
+                foreign.append(f"{path}/")
+                dirs.remove(name)  # what is inside is foreign too: named once, by its folder
+        for name in sorted(names):
+            path = (rel / name).as_posix()
+            entry = Path(root) / name
+            if path not in listed or entry.is_symlink() or not entry.is_file():
+                foreign.append(path)
+    return sorted(foreign)
+
+
+def stages_only(folder: str | Path, parts: tuple[str, ...], files: tuple[str, ...] = ()) -> list[str]:
+    """The entries of a folder of stages (an export: merged/, onnx-*/, gguf/ and export.json) that
+    are neither one of `files` nor a stage of one of the `parts` kinds holding only its own files."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        return [folder.name]
+    if not folder.exists():
+        return []
+    foreign: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in files and entry.is_file() and not entry.is_symlink():
+            continue
+        inner = [] if entry.is_dir() and not entry.is_symlink() else [entry.name]
+        if not inner:
+            kinds = [k for k in parts if not foreign_entries(entry, k)]
+            inner = [] if kinds and any(entry.iterdir()) else [f"{entry.name}/"]
+        foreign += inner
+    return foreign
+
+
+def refuse_foreign(folder: str | Path, owner: str | Callable[[Path], list[str]]) -> None:
+    """Raise ForeignFolderError, in one line, when replacing `folder` would delete files a stage
+    writer did not write; `folder` is not touched. `owner`: the stage name its manifest must give
+    (fnmatch, e.g. "onnx-*"; see `foreign_entries`), or a function listing the foreign entries."""
+    folder = Path(folder)
+    foreign = owner(folder) if callable(owner) else foreign_entries(folder, owner)
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign) - 5} more)" if len(foreign) > 5 else "")
+    what = f"an orin-unlearn {owner} stage" if isinstance(owner, str) else "what this command writes"
+    raise ForeignFolderError(
+        f"{folder} holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} that "
+        f"{'is' if len(foreign) == 1 else 'are'} not from {what} ({shown}); nothing was changed: "
+        "choose an empty or new folder"
+    )
+
+
 @contextlib.contextmanager
-def stage_dir(final: str | Path) -> Iterator[Path]:
+def stage_dir(final: str | Path, owner: str | Callable[[Path], list[str]]) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success rename it to `final` (replacing an old one).
 
+    `final` must be missing, empty, or written by this kind of stage (`owner`: the manifest's stage
+    name, or a function listing foreign entries); anything else is refused with
+    ForeignFolderError before a file is touched, so a typo in `--out` never deletes a user's files.
     On an exception the temporary folder is removed and `final` is left as it was; after a kill
     the next `stage_dir` in the same parent cleans up (`clean_litter`).
     """
     final = Path(final)
+    refuse_foreign(final, owner)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_litter(final.parent)
     tmp = final.with_name(f".{final.name}{TMP_MARK}{os.getpid()}")
@@ -134,6 +217,7 @@ def stage_dir(final: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        refuse_foreign(final, owner)  # a user's file may have landed there while the stage was built
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 
 from orin_unlearn.edge.formats import (
     make_manifest,
+    refuse_foreign,
     stage_dir,
     verify_checkpoint,
     write_json_atomic,
@@ -146,6 +147,7 @@ def merge_and_cast(
         AdapterMismatchError: adapters trained on another base or in another order.
     """
     _check_args(dtype, warn_below)
+    refuse_foreign(out_dir, "merged")  # before the merge; checked again when it is replaced
     model = merge_fp32(base_dir, adapter_dirs)
     base_state = models.load_model(base_dir, "float32").state_dict()
     return write_merged(model, base_state, base_dir, adapter_dirs, out_dir, dtype, warn_below)
@@ -180,7 +182,7 @@ def write_merged(
     config = {"dtype": dtype, "merge_dtype": "float32", "warn_below": warn_below}
     summary = results | (extra_results or {})
     cast = copy.deepcopy(model).to(DTYPES[dtype])
-    with stage_dir(out_dir) as tmp:
+    with stage_dir(out_dir, "merged") as tmp:
         cast.save_pretrained(tmp, safe_serialization=True)
         copy_tokenizer(base_dir, tmp)
         write_json_atomic(tmp / SURVIVAL, results)

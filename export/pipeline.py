@@ -42,8 +42,10 @@ from orin_unlearn.edge.formats import (
     KIOSK,
     make_manifest,
     read_manifest,
+    refuse_foreign,
     sha256_dir,
     stage_dir,
+    stages_only,
     write_json_atomic,
     write_manifest,
 )
@@ -67,6 +69,13 @@ VARIANTS: dict[str, tuple[str, int | None]] = {
 # onnxruntime's fused operators, built from the merged weights (`export/fused.py`): onnxruntime only
 FUSED = ("fp32-fused", "int4-fused")
 PARITY_PROMPTS = 24  # random prompts, plus as many real ones
+EXPORT_JSON = "export.json"
+
+
+def export_entries(folder: Path) -> list[str]:
+    """What `export --out` must not replace: anything but export.json and the stages an export
+    writes (merged/, onnx-*/, gguf/), each holding only its own files."""
+    return stages_only(folder, ("merged", "onnx-*", "gguf"), (EXPORT_JSON,))
 
 
 @dataclass
@@ -232,6 +241,9 @@ def export_all(
     if any(VARIANTS[v][1] and v not in FUSED for v in variants) and "fp32" not in variants:
         raise ValueError(f"{variants}: int8/int4 are quantised from the fp32 graph, so ask for fp32 too")
     out = Path(out)
+    refuse_foreign(out, export_entries)  # before minutes of work; checked again when it is replaced
+    if config.engine:
+        refuse_foreign(out.parent / "engine", "engine")
     base_dir = models.resolve_base(base)
     adapter_dirs = [Path(a) for a in adapter_dirs]
     merge.check_checkpoint(base_dir)
@@ -246,7 +258,7 @@ def export_all(
     # All or nothing: merged/, every variant asked for and export.json are staged in a sibling and
     # swapped in together, so a killed export leaves the old complete set (or the new one) and
     # never new stages beside old ones made from another merge.
-    with stage_dir(out) as staging:
+    with stage_dir(out, export_entries) as staging:
         kept = merge.write_merged(
             model, base_state, base_dir, adapter_dirs, staging / "merged", config.merged_dtype
         )
@@ -269,10 +281,10 @@ def export_all(
             summary["gguf"] = write_gguf_stage(model, base_dir, staging / "gguf", inputs, config.gguf)
         summary["ok"] = all(r["ok"] for r in summary["variants"].values())
         summary["engine"] = {"status": "not requested"}
-        write_json_atomic(staging / "export.json", summary)
+        write_json_atomic(staging / EXPORT_JSON, summary)
     if config.engine:  # the engine stage lives beside export/ (it is built on the device)
         summary["engine"] = build_engine_stage(out, variants)
-        write_json_atomic(out / "export.json", summary)
+        write_json_atomic(out / EXPORT_JSON, summary)
     return summary
 
 
@@ -289,7 +301,7 @@ def write_variant(
 ) -> dict[str, Any]:
     """Build, measure and write the stage `out/onnx-{variant}`; returns its results."""
     log.info("exporting %s", variant)
-    with stage_dir(out / f"onnx-{variant}") as tmp:
+    with stage_dir(out / f"onnx-{variant}", f"onnx-{variant}") as tmp:
         facts, survival = build_variant(
             variant, model, base_state, out, tmp, **settings, tokenizer_dir=base_dir
         )
@@ -312,7 +324,7 @@ def write_gguf_stage(model: Any, base_dir: Path, folder: Path, inputs: dict[str,
     from orin_unlearn.export.gguf_export import write_gguf
 
     log.info("writing the merged model as GGUF %s", outtype)
-    with stage_dir(folder) as tmp:
+    with stage_dir(folder, "gguf") as tmp:
         facts = write_gguf(model, base_dir, tmp / f"model.{outtype}.gguf", outtype)
         facts["path"] = str(folder / Path(facts["path"]).name)
         stage_inputs = inputs | {"gguf": sha256_dir(tmp, "*.gguf")}

@@ -31,7 +31,7 @@ from pathlib import Path
 from orin_unlearn.edge.device import engine_manifest, memory_budget, preflight
 from orin_unlearn.edge.device.engine_manifest import PLAN
 from orin_unlearn.edge.errors import EXIT_FAILED
-from orin_unlearn.edge.formats import KIOSK, stage_dir
+from orin_unlearn.edge.formats import KIOSK, refuse_foreign, stage_dir
 from orin_unlearn.edge.trt_engine import (
     EngineBuildError,
     require_tensorrt,
@@ -111,6 +111,7 @@ def build_engine(
     when the module cannot hold the build, EngineBuildError when TensorRT rejects the graph or the
     build, and ValueError for bad sizes or a graph whose inputs do not fit `shape`.
     """
+    refuse_foreign(out_dir, "engine")  # before minutes of building; checked again when replaced
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"ONNX graph {onnx_path} does not exist")
@@ -162,7 +163,7 @@ def build_engine(
         "build_seconds": round(time.monotonic() - started, 1),
         "profiles": [spec.as_dict() for spec in profiles],
     }
-    with stage_dir(out_dir) as tmp:
+    with stage_dir(out_dir, "engine") as tmp:
         engine_manifest.write_bytes_atomic(tmp / PLAN, plan)
         copy_serving_files(onnx_path.parent, tmp)
         engine_manifest.stamp(tmp, onnx_path, engine_manifest.device_info(), settings)

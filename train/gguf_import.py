@@ -35,6 +35,7 @@ from orin_unlearn.edge.errors import ManifestError
 from orin_unlearn.edge.formats import (
     make_manifest,
     read_manifest,
+    refuse_foreign,
     sha256_file,
     stage_dir,
     write_manifest,
@@ -270,6 +271,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         MissingPackageError: the gguf package is not installed.
     """
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    refuse_foreign(out_dir, "base")  # before minutes of conversion; checked again when replaced
     info = gguf_info(gguf_path)
     sha = gguf_sha256(gguf_path)
     start = time.time()
@@ -281,7 +283,7 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
     )
     hf_tokenizer, model = _load(gguf_path)
     config = model.config
-    with stage_dir(out_dir) as tmp:
+    with stage_dir(out_dir, "base") as tmp:
         fix = _save_tokenizer(hf_tokenizer, tmp, str(gguf_path), int(config.max_position_embeddings))
         config.eos_token_id = fix.end_of_turn_id
         config.pad_token_id = fix.pad_token_id

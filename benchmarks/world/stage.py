@@ -119,7 +119,7 @@ def write_world(
         splits = build_splits(concept, catalogue)
     warnings = check_splits(splits)
     counts: dict[str, int] = {}
-    with stage_dir(out) as tmp:
+    with stage_dir(out, WORLD) as tmp:
         if catalogue is not None:
             write_json_atomic(tmp / CATALOGUE, catalogue.to_json())
         for name in SETS:

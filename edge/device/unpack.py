@@ -227,7 +227,7 @@ def unpack(
             free = shutil.disk_usage(into.parent).free
             if total > free:
                 raise BundleError(f"{bundle} needs {total} bytes; {into.parent} has {free} free")
-            with stage_dir(into) as tmp:
+            with stage_dir(into, lambda f: foreign_entries(f)[0]) as tmp:
                 _extract(bundle, tar, rest, index, tmp, total)
                 (tmp / INDEX).write_bytes(data)  # the exact signed bytes, for a later re-check
                 if sig is not None:

@@ -5,11 +5,18 @@ import json
 import pytest
 
 from orin_unlearn.edge.errors import ManifestError
-from orin_unlearn.edge.formats import make_manifest, read_manifest, sha256_dir, stage_dir, write_json_atomic
+from orin_unlearn.edge.formats import (
+    make_manifest,
+    read_manifest,
+    sha256_dir,
+    stage_dir,
+    write_json_atomic,
+    write_manifest,
+)
 
 
 def test_stage_dir_publishes_on_success(tmp_path):
-    with stage_dir(tmp_path / "stage") as tmp:
+    with stage_dir(tmp_path / "stage", "s") as tmp:
         write_json_atomic(tmp / "manifest.json", make_manifest("s", {}, None, {"x": 1}, True))
         assert not (tmp_path / "stage").exists()
     assert read_manifest(tmp_path / "stage")["results"] == {"x": 1}
@@ -17,9 +24,10 @@ def test_stage_dir_publishes_on_success(tmp_path):
 
 
 def test_crash_leaves_previous_stage_untouched(tmp_path):
-    with stage_dir(tmp_path / "stage") as tmp:
+    with stage_dir(tmp_path / "stage", "s") as tmp:
         (tmp / "a.txt").write_text("old")
-    with pytest.raises(RuntimeError), stage_dir(tmp_path / "stage") as tmp:
+        write_manifest(tmp, make_manifest("s", {}, None, {}, True))
+    with pytest.raises(RuntimeError), stage_dir(tmp_path / "stage", "s") as tmp:
         (tmp / "a.txt").write_text("new, half written")
         raise RuntimeError("simulated crash")
     assert (tmp_path / "stage" / "a.txt").read_text() == "old"

@@ -18,7 +18,7 @@ from orin_unlearn.edge.formats import clean_litter, make_manifest, stage_dir, ve
 @pytest.fixture
 def stage(tmp_path):
     folder = tmp_path / "onnx-fp16"
-    with stage_dir(folder) as tmp:
+    with stage_dir(folder, "onnx-fp16") as tmp:
         (tmp / "model.onnx").write_bytes(b"graph" * 100)
         (tmp / "tokenizer_config.json").write_text('{"chat_template": "system prompt A"}')
         (tmp / "sub").mkdir()
@@ -127,7 +127,7 @@ def test_litter_of_killed_processes_is_cleaned_by_the_next_stage(tmp_path):
     alive.mkdir()
     user = tmp_path / ".my-notes.orin-tmp-x"  # not a pid: not ours
     user.write_text("mine")
-    with stage_dir(tmp_path / "onnx-int8") as tmp:
+    with stage_dir(tmp_path / "onnx-int8", "onnx-int8") as tmp:
         (tmp / "a").write_text("a")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["onnx-int8", alive.name, user.name])
 

@@ -22,7 +22,13 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
-from orin_unlearn.edge.formats import make_manifest, stage_dir, write_json_atomic, write_manifest
+from orin_unlearn.edge.formats import (
+    make_manifest,
+    refuse_foreign,
+    stage_dir,
+    write_json_atomic,
+    write_manifest,
+)
 from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train import models
@@ -208,7 +214,7 @@ def stage_mask(s: Session, score: dict[str, torch.Tensor]) -> dict[int, torch.Te
 
 def save_adapter(s: Session, model, mask: dict, results: dict) -> Path:
     out = s.run / "adapter"
-    with stage_dir(out) as tmp:
+    with stage_dir(out, "adapter") as tmp:
         model.save_pretrained(str(tmp))
         masks.save_mask(
             tmp / "mask.safetensors",
@@ -260,6 +266,8 @@ def run_unlearning(
     `after_training(model, tokenizer)` may add measurements of the trained model (e.g. attacks);
     its dict goes into the results under "after_training"."""
     start = time.time()
+    if save:
+        refuse_foreign(Path(run) / "adapter", "adapter")  # before minutes of training
     s = setup(cfg, run)
     state = distributed(s)
     (s.run / "probe").mkdir(parents=True, exist_ok=True)
