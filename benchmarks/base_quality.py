@@ -114,11 +114,14 @@ def measure_model_dir(
     bars: dict[str, float] | None = None,
     catalogue: Catalogue | None = None,
 ) -> dict:
-    """`measure_base` with the torch reference backend on a model directory."""
+    """`measure_base` with the torch reference backend on a model directory (its replies cached
+    by its weights' sha256, so a second run of the same base reads them back)."""
+    from orin_unlearn.benchmarks.cached_chat import CachedChat
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.progress import progress_bar
+    from orin_unlearn.train.models import identity
 
-    chat = BackendChat.from_dir(model_dir, backend="torch")
+    chat = CachedChat(BackendChat.from_dir(model_dir, backend="torch"), identity(model_dir))
     with progress_bar() as progress:  # a real model takes minutes: show it in a log file too
 
         def answer(conversations: list[list[dict]], **kwargs: Any) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from itertools import combinations
 
+from orin_unlearn.benchmarks.knowledge import KnowledgeMetrics
 from orin_unlearn.benchmarks.quality import AnswerFn, is_correct
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept, Film
 from orin_unlearn.benchmarks.world.prompts import Prompt
@@ -56,13 +57,14 @@ def _distinctive(concept: Concept, catalogue: Catalogue) -> tuple[tuple[str, ...
     return tuple(groups)
 
 
-def _mentions(text: str, fact: str) -> bool:
+def mentions(text: str, fact: str) -> bool:
+    """Whether `text` names `fact` as a whole word or phrase, case-blind."""
     return re.search(rf"(?<!\w){re.escape(fact)}(?!\w)", text, re.IGNORECASE) is not None
 
 
 def states_facts(reply: str, concept: Concept, catalogue: Catalogue) -> bool:
     """Whether `reply` mentions every fact of some distinctive fact group of the concept."""
-    return any(all(_mentions(reply, f) for f in group) for group in distinctive_facts(concept, catalogue))
+    return any(all(mentions(reply, f) for f in group) for group in distinctive_facts(concept, catalogue))
 
 
 def leaks(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) -> bool:
@@ -70,7 +72,7 @@ def leaks(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) ->
     answers a question about it correctly. A concept given as your own prompts (kind "own") leaks
     when the reply names it or states any of the prompt's facts."""
     if concept.kind == "own":
-        return any(_mentions(reply, fact) for fact in (concept.name, *prompt.expected))
+        return any(mentions(reply, fact) for fact in (concept.name, *prompt.expected))
     if names_concept(reply, concept, catalogue) or states_facts(reply, concept, catalogue):
         return True
     about_concept = bool(set(prompt.subjects) & set(concept.titles))
@@ -133,18 +135,23 @@ ACCURACY_SETS = ("neighbour", "retain")
 @dataclass(frozen=True)
 class UnlearningMetrics:
     """One measurement of a model on a run's held-out sets (a set not measured is None); `drift`
-    is the generic-chat KL to the base where the training recipe measured it."""
+    is the generic-chat KL to the base where the training recipe measured it; `knowledge` the
+    item bank's sets (`benchmarks/knowledge.py`), against the base where one was scored."""
 
     forget: ForgetMetrics | None = None
     neighbour: AccuracyMetrics | None = None
     retain: AccuracyMetrics | None = None
     examples: list[dict] = field(default_factory=list)
     drift: dict | None = None
+    knowledge: KnowledgeMetrics | None = None
 
     def value(self, set_name: str, key: str) -> float | None:
-        """One number, None when it was not measured (`value("retain", "accuracy")`)."""
+        """One number, None when it was not measured (`value("retain", "accuracy")`; the bank's
+        sets as "bank.neighbour", `value("bank.neighbour", "kept")`)."""
         if set_name == "drift":
             return None if self.drift is None else self.drift.get(key)
+        if set_name.startswith("bank."):
+            return None if self.knowledge is None else self.knowledge.value(set_name[5:], key)
         part = getattr(self, set_name)
         return None if part is None else getattr(part, key)
 
@@ -160,6 +167,8 @@ class UnlearningMetrics:
         out["examples"] = self.examples
         if self.drift is not None:
             out["drift"] = self.drift
+        if self.knowledge is not None:
+            out["knowledge"] = self.knowledge.to_json()
         return out
 
     @classmethod
@@ -170,6 +179,7 @@ class UnlearningMetrics:
             retain=AccuracyMetrics(**data["retain"]) if "retain" in data else None,
             examples=list(data.get("examples", [])),
             drift=data.get("drift"),
+            knowledge=KnowledgeMetrics.from_json(data["knowledge"]) if "knowledge" in data else None,
         )
 
 

@@ -179,5 +179,19 @@ def torch_scorer(model: Any, pad_id: int, batch_size: int = 32) -> Scorer:
     return batched(one_batch, batch_size)
 
 
+def remembered(scorer: Scorer) -> Scorer:
+    """`scorer`, computing each (prompts, continuations) it is given once and keeping the
+    log-probs in memory (float32): a base every stage is compared with is scored once per run."""
+    seen: dict[tuple, list[np.ndarray]] = {}
+
+    def score(prompts: list[list[int]], continuations: list[list[int]]) -> list[np.ndarray]:
+        key = (tuple(map(tuple, prompts)), tuple(map(tuple, continuations)))
+        if key not in seen:
+            seen[key] = [x.astype(np.float32) for x in scorer(prompts, continuations)]
+        return seen[key]
+
+    return score
+
+
 def score_corpus(scorer: Scorer, corpus: Corpus) -> list[np.ndarray]:
     return scorer(corpus.prompts, corpus.continuations)

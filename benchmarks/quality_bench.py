@@ -1,18 +1,21 @@
 """`orin-unlearn bench quality`: does every artifact of a run still forget, and still work?
 
 For each stage of a run (base, adapter, fp32 merge, cast merge, ONNX fp32/fp16/int8/int4, the
-TensorRT engine where there is one), on the held-out prompts the adapter was measured on (the same
-`heldout_sets` as training and the export gate):
-- forget leak (title, alias, a distinctive fact pair, or a correct answer about the concept),
-  forget-response rate, valid substitutes, neighbour and retain accuracy, Deviation Score;
-- of the neighbour / retain prompts the base answers right, the share the stage still answers
-  right ("kept": a real small model gets many catalogue facts wrong to begin with);
+TensorRT engine where there is one), on the held-out prompts and the item bank the adapter was
+measured on (the same `heldout_sets` as training and the export gate):
+- behaviour, greedy: forget leak (title, alias, a distinctive fact pair, or a correct answer about
+  the concept), forget-response rate, valid substitutes (with `--free-text`, neighbour and retain
+  accuracy too, and the share of the base's right answers kept);
+- knowledge, teacher-forced on the item bank (`benchmarks/knowledge.py`): each set's right rate,
+  and of the items the base ranks right the share kept and the gold log-prob's change;
 - perplexity of reference answers and mean KL(base || stage) on a held-out general corpus (held-out
   retain chats about other films, teacher-forced; see `perplexity`), and the KL on generic chats
   outside the film world (`drift`).
+Replies and bank scores are cached by each stage's weights, so a stage the export already
+measured costs only its perplexity and KL here.
 
     orin-unlearn bench quality --run runs/demo
-    orin-unlearn bench quality --run runs/demo --stages onnx-fp16,onnx-int4 --max-prompts 200
+    orin-unlearn bench quality --run runs/demo --stages onnx-fp16,onnx-int4 --free-text
     orin-unlearn bench quality --model runs/demo/export/onnx-int4      # one stage (and the base)
 
 Writes RUN/bench/quality.json and quality.png (stage bars); the last stdout line is the whole
@@ -32,10 +35,14 @@ from typing import Any
 import numpy as np
 
 from orin_unlearn.benchmarks import drift, perplexity, plots
+from orin_unlearn.benchmarks.cached_chat import CachedChat
 from orin_unlearn.benchmarks.forgetting import headline, measure_unlearning, with_kept
+from orin_unlearn.benchmarks.knowledge import KnowledgeMetrics, knowledge, measure_scores
 from orin_unlearn.benchmarks.stages import Stage, Subject, discover
 from orin_unlearn.benchmarks.world import heldout_sets, load_world
 from orin_unlearn.benchmarks.world.generic import generic_prompts
+from orin_unlearn.benchmarks.world.items import counts as item_counts
+from orin_unlearn.benchmarks.world.stage import load_items
 from orin_unlearn.edge.formats import read_manifest, write_json_atomic
 from orin_unlearn.edge.progress import progress_bar
 
@@ -54,66 +61,114 @@ SHORT = {
     "neighbour kept": "nb kept",
     "retain kept": "rt kept",
     "generic KL to base": "generic KL",
+    "bank forget right": "bk forget",
+    "bank neighbour right": "bk nb",
+    "bank retain right": "bk rt",
+    "bank neighbour kept": "bk nb kept",
+    "bank retain kept": "bk rt kept",
+    "bank neighbour Δlp": "bk nb Δlp",
+    "bank retain Δlp": "bk rt Δlp",
 }
 
 
-def evaluation_of(run: Path, max_prompts: int | None) -> dict[str, Any]:
-    """The adapter's held-out sets, concept and refusal, as its training evaluation drew them
-    from the run's world stage."""
+def evaluation_of(run: Path, max_prompts: int | None, free_text: bool = False) -> dict[str, Any]:
+    """The adapter's held-out sets (only the forget set unless `free_text`: the bank measures the
+    others), its item bank, concept and refusal, as its training evaluation drew them from the
+    run's world stage."""
     config = read_manifest(run / "adapter")["config"]
     splits = load_world(run, config["concept"])
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
+    if not free_text:
+        sets = {"forget": sets["forget"]}
     corpus = splits.get("retain", "heldout")
     corpus = random.Random(config["seed"] + 1).sample(corpus, min(CORPUS_SIZE, len(corpus)))
+    items, sha = load_items(run)
     return {
         "sets": sets,
         "concept": splits.concept,
         "catalogue": splits.catalogue,
         "refusal": config["refusal"],
         "corpus": corpus,
+        "items": items,
+        "items_sha256": sha,
+        "seed": config["seed"],
     }
 
 
 def measure(
     subject: Subject, ev: dict[str, Any], base: dict[str, Any] | None, label: str = "stage"
 ) -> dict[str, Any]:
-    """Headline metrics, the share of the base's right answers kept, perplexity and KL to the base
-    on held-out retain chats, and general drift on generic chats, of one opened stage. `base`:
-    the base stage's own `measure` result and opened subject (None while measuring the base)."""
+    """Headline metrics of one opened stage: greedy replies on the held-out forget set (leak,
+    forget response, substitutes; neighbour and retain too with --free-text), the item bank
+    against the base (right, kept, gold log-prob change), perplexity and KL to the base on
+    held-out film chats, and general drift on generic chats. `base`: the base stage's own
+    `measure` result and opened subject (None while measuring the base). Replies and scores are
+    cached by the stage's identity, so what the export measured is read back."""
+    chat = CachedChat(subject.chat, subject.identity) if subject.identity else subject.chat
     with progress_bar() as progress:  # minutes per stage on a real model: show it in a log file too
 
         def answer(conversations: list[list[dict]]) -> list[str]:
             task = progress.add_task(label, total=len(conversations))
-            return subject.chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n))
+            return chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n))
 
         result = measure_unlearning(answer, ev["sets"], ev["concept"], ev["catalogue"], ev["refusal"])
+    scores = measure_scores(
+        subject.options, subject.tokenizer, ev["items"], subject.identity, f"bank {label}"
+    )
+    bank = knowledge(ev["items"], scores, base["scores"] if base else None, ev["seed"], ev["items_sha256"])
     corpus = perplexity.chat_corpus(subject.tokenizer, ev["corpus"])
     logprobs = perplexity.score_corpus(subject.scorer, corpus)
-    metrics = headline(result)
-    if base is not None:
+    metrics = {k: v for k, v in headline(result).items() if v is not None}
+    if base is not None and "neighbour" in ev["sets"]:
         rel = with_kept(base["result"], result)
         metrics["neighbour kept"] = rel.value("neighbour", "kept")
         metrics["retain kept"] = rel.value("retain", "kept")
+    metrics |= bank_metrics(bank)
     metrics["perplexity"] = perplexity.perplexity(logprobs, corpus.continuations)
     metrics["KL to base"] = perplexity.mean_kl(base["logprobs"], logprobs) if base else None
     if base is not None:
         general = drift.general_drift(base["subject"].scorer, subject.scorer, subject.tokenizer)
         metrics["generic KL to base"] = general.kl_per_token
-    return {"metrics": metrics, "examples": result.examples, "logprobs": logprobs, "result": result}
+    return {
+        "metrics": metrics,
+        "knowledge": bank.to_json(),
+        "examples": result.examples,
+        "logprobs": logprobs,
+        "result": result,
+        "scores": scores,
+    }
 
 
-def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int | None = None) -> dict:
+def bank_metrics(bank: KnowledgeMetrics) -> dict[str, float | None]:
+    """The bank's columns of the quality table."""
+    out: dict[str, float | None] = {"bank forget right": bank.value("forget", "right")}
+    for name in ("neighbour", "retain"):
+        out[f"bank {name} right"] = bank.value(name, "right")
+        if bank.value(name, "kept") is not None:
+            out[f"bank {name} kept"] = bank.value(name, "kept")
+            out[f"bank {name} Δlp"] = bank.value(name, "delta")
+    return out
+
+
+def run(
+    run_dir: str | Path,
+    stages: list[str] | None = None,
+    max_prompts: int | None = None,
+    free_text: bool = False,
+) -> dict:
     """Measure the chosen stages of `run_dir` (all by default); the base is always measured first
     when it can be, since every KL is taken against it."""
     run_dir = Path(run_dir)
     found = discover(run_dir)
     known = [s.label for s in found]
     chosen = _select(found, stages)
-    ev = evaluation_of(run_dir, max_prompts)
+    ev = evaluation_of(run_dir, max_prompts, free_text)
     out: dict[str, Any] = {
         "run": str(run_dir),
         "concept": ev["concept"].name,
         "prompts": {k: len(v) for k, v in ev["sets"].items()},
+        "items": item_counts(ev["items"]),
+        "items_sha256": ev["items_sha256"],
         "corpus": {"examples": len(ev["corpus"])},
         "stages": [],
     }
@@ -134,12 +189,13 @@ def run(run_dir: str | Path, stages: list[str] | None = None, max_prompts: int |
                 log.exception("measuring %s failed", stage.label)
                 row.update(status="failed", reason=f"{type(e).__name__}: {e}")
             else:
-                if stage is base:
+                if stage is base:  # every stage's KL is taken against it: its log-probs kept once
+                    subject.scorer = perplexity.remembered(subject.scorer)
                     base_measured = got | {"subject": subject}
-                    got["metrics"].update({"neighbour kept": 1.0, "retain kept": 1.0, "KL to base": 0.0})
-                    got["metrics"]["generic KL to base"] = 0.0
+                    got["metrics"].update({"KL to base": 0.0, "generic KL to base": 0.0})
                     out["corpus"]["tokens"] = sum(len(x) for x in got["logprobs"])
-                row.update(status="ok", metrics=got["metrics"], examples=got["examples"][:3])
+                row.update(status="ok", metrics=got["metrics"], knowledge=got["knowledge"])
+                row["examples"] = got["examples"][:3]
             row["seconds"] = round(time.perf_counter() - start, 1)
         out["stages"].append(row)
         log.info("%s: %s", stage.label, row["status"])
@@ -217,14 +273,17 @@ def markdown(result: dict) -> str:
         else:
             cells = [f"{row['status']}: {row['reason']}"] + [""] * (len(columns) - 1)
         lines.append(f"| {row['stage']} | " + " | ".join(cells) + " |")
-    p = result["prompts"]
+    p, items = result["prompts"], result.get("items", {})
+    greedy = ", ".join(f"{n} {name}" for name, n in p.items())
+    bank = ", ".join(f"{n} {name}" for name, n in items.items())
     lines += [
         "",
-        f"Held-out prompts: {p['forget']} forget, {p['neighbour']} neighbour, {p['retain']} retain. "
-        f"Perplexity and KL(base || stage) on {result['corpus']['examples']} held-out retain answers "
-        f"({result['corpus'].get('tokens', '?')} tokens), teacher-forced; generic KL on the "
-        f"{len(generic_prompts())} generic chats outside the film world (benchmarks/world/generic.jsonl). "
-        "kept: of the held-out prompts the base answers right, the share the stage still answers right.",
+        f"Greedy replies on the held-out prompts ({greedy}); the item bank ({bank} items) scored "
+        "teacher-forced: right = gold ranked first of its options, kept = of the items the base ranks "
+        "right, the share the stage still does, Δlp = mean change of the gold's log-prob on those "
+        f"(nats/token). Perplexity and KL(base || stage) on {result['corpus']['examples']} held-out "
+        f"retain answers ({result['corpus'].get('tokens', '?')} tokens), teacher-forced; generic KL on the "
+        f"{len(generic_prompts())} generic chats outside the film world (benchmarks/world/generic.jsonl).",
     ]
     return "\n".join(lines)
 
@@ -240,8 +299,8 @@ def plot(result: dict, path: str | Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     bars = (
         ("forget leak (held-out)", "tab:red"),
-        ("neighbour accuracy", "tab:orange"),
-        ("retain accuracy", "tab:green"),
+        ("bank neighbour right", "tab:orange"),
+        ("bank retain right", "tab:green"),
     )
     for k, (name, color) in enumerate(bars):
         values = [r["metrics"].get(name) or 0.0 for r in rows]
@@ -270,9 +329,27 @@ def plot(result: dict, path: str | Path) -> Path:
     return plots.save(fig, path)
 
 
+def banked(result: dict) -> dict[str, KnowledgeMetrics]:
+    """The stages measured on the item bank against the base, by label."""
+    return {
+        r["stage"]: KnowledgeMetrics.from_json(r["knowledge"])
+        for r in result["stages"]
+        if r["status"] == "ok" and "knowledge" in r and not r["stage"].startswith("base")
+    }
+
+
+def knowledge_plot(result: dict, path: str | Path) -> Path:
+    """The bank per stage against the base: kept and the gold log-prob change, with intervals."""
+    from orin_unlearn.benchmarks.knowledge_cli import plot as bank_plot
+
+    return bank_plot(banked(result), path)
+
+
 def write(result: dict, bench_dir: Path) -> None:
     write_json_atomic(bench_dir / "quality.json", result)
     plots.draw(plot, result, bench_dir / "quality.png")
+    if banked(result):
+        plots.draw(knowledge_plot, result, bench_dir / "knowledge.png")
 
 
 def main(argv: list[str]) -> int:
@@ -285,6 +362,11 @@ def main(argv: list[str]) -> int:
         "--max-prompts", type=int, help="held-out neighbour/retain prompts (default: the run's)"
     )
     parser.add_argument("--out", help="where quality.json/png go (default RUN/bench)")
+    parser.add_argument(
+        "--free-text",
+        action="store_true",
+        help="also answer the held-out neighbour and retain prompts greedily (minutes per stage on a real model)",
+    )
     args = parser.parse_args(argv)
     from orin_unlearn.edge.device.preflight import warn_on_device
 
@@ -292,7 +374,7 @@ def main(argv: list[str]) -> int:
     if args.model:
         args.run, label = stage_of(Path(args.model))
         args.stages = label
-    result = run(args.run, args.stages.split(",") if args.stages else None, args.max_prompts)
+    result = run(args.run, args.stages.split(",") if args.stages else None, args.max_prompts, args.free_text)
     write(result, Path(args.out) if args.out else Path(args.run) / "bench")
     print_table(result)
     print(json.dumps(result))

@@ -34,7 +34,10 @@ from typing import Any
 from orin_unlearn.benchmarks.forgetting import names_concept
 from orin_unlearn.benchmarks.quality import is_correct
 from orin_unlearn.benchmarks.world import Catalogue, Concept, Film, Prompt, Splits, build_splits
+from orin_unlearn.benchmarks.world.control import control_film
+from orin_unlearn.benchmarks.world.items import Item
 from orin_unlearn.benchmarks.world.splits import neighbour_titles
+from orin_unlearn.edge.cache import cached_json
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,7 @@ LRS = (1e-5, 1e-4, 3e-4)
 DATA = ("forget", "related")
 STEPS = (10, 25, 50)
 RETAIN_TOLERANCE = 0.10  # cells whose retain accuracy falls further are not counted as attacks
-
-# the never-known control: a film no catalogue, template or pretraining corpus has
-CONTROL = {"title": "The Brass Aviary", "director": "Ilse Varrowby", "lead": "Tomasz Quillane"}
+CONTROL_VERSION = 1  # bump when the attack or its measurement changes: cached control sides go stale
 
 
 def fact_of(prompt: Prompt, concept: Concept) -> str | None:
@@ -143,33 +144,6 @@ def recalls(prompt: Prompt, reply: str, concept: Concept, catalogue: Catalogue) 
     if prompt.answer_film in concept.titles:
         return names_concept(reply, concept, catalogue)
     return is_correct(prompt, reply, catalogue)
-
-
-def control_film(catalogue: Catalogue, concept: Concept, seed: int = 0) -> Film:
-    """A fictitious film shaped like the concept's: same year and genres (so the same answers are
-    as easy to guess), an invented title, director and lead, and themes from the catalogue's
-    vocabulary that no film pairs the way it does. Raises ValueError when an invented name is a
-    catalogue name."""
-    film = concept.films[0]
-    taken = {n.casefold() for f in catalogue for n in (*f.names, f.director, f.lead)}
-    clash = [v for v in CONTROL.values() if v.casefold() in taken]
-    if clash:
-        raise ValueError(f"the control's invented names {clash} are in the catalogue")
-    vocabulary = sorted({t for f in catalogue for t in f.themes} - set(film.themes))
-    pairs = {frozenset(f.themes[:2]) for f in catalogue}
-    rng = random.Random(seed)
-    for _ in range(1000):
-        themes = tuple(rng.sample(vocabulary, len(film.themes)))
-        if frozenset(themes[:2]) not in pairs:
-            break
-    return Film(
-        title=CONTROL["title"],
-        year=film.year,
-        director=CONTROL["director"],
-        genres=film.genres,
-        themes=themes,
-        lead=CONTROL["lead"],
-    )
 
 
 @dataclass(frozen=True)
@@ -299,6 +273,37 @@ def accuracy(answer: Callable[[list], list[str]], prompts: Sequence[Prompt], cat
     return sum(is_correct(p, r, catalogue) for p, r in zip(prompts, replies, strict=True)) / len(prompts)
 
 
+def bank_rate(model: Any, tokenizer: Any, items: Sequence[Item]) -> float | None:
+    """The share of `items` a torch model ranks right (teacher-forced, `knowledge`)."""
+    if not items:
+        return None
+    from orin_unlearn.benchmarks.knowledge import score_items
+    from orin_unlearn.benchmarks.option_scoring import TorchSteps, options_scorer
+
+    scores = score_items(options_scorer(TorchSteps(model)), tokenizer, items)
+    return float(scores.right(items).mean())
+
+
+@dataclass(frozen=True)
+class BankSides:
+    """The item bank's view of the protocol: the forget set's V items (the concept's measured
+    facts), the control's V items, and a sample of retain items (whether retain held)."""
+
+    forget: tuple[Item, ...] = ()
+    control: tuple[Item, ...] = ()
+    retain: tuple[Item, ...] = ()
+
+    @classmethod
+    def of(cls, items: Sequence[Item], retain_items: int = 96, seed: int = 0) -> BankSides:
+        retain = [i for i in items if i.set == "retain"]
+        retain = random.Random(seed).sample(retain, min(retain_items, len(retain)))
+        return cls(
+            tuple(i for i in items if i.set == "forget" and i.split == "V"),
+            tuple(i for i in items if i.set == "control" and i.split == "V"),
+            tuple(retain),
+        )
+
+
 def worst_case(cells: Sequence[dict], steps: int) -> dict | None:
     """The cell with the highest recovery at `steps` among those whose retain held (None if none)."""
     eligible = [c for c in cells if c["steps"] == steps and c["retain_ok"]]
@@ -322,11 +327,18 @@ def protocol(
     train_facts: Sequence[str] = TRAIN_FACTS,
     chat: Callable[[Any], Callable[[list], list[str]]] | None = None,
     splits: Splits | None = None,
+    bank: BankSides | None = None,
+    control_key: dict | None = None,
 ) -> dict:
     """Every attacker on the unlearned model (the concept's world) and on the base (the control's
     world): V recall at each checkpoint, the unlearned side's retain accuracy on `retain`, the
     recovery over the control, and the worst case per step count. `splits`: the prompts of the
-    concept's world (a run's world stage, `load_world`); without it they are generated."""
+    concept's world (a run's world stage, `load_world`); without it they are generated. With
+    `bank` (the run's item bank), each checkpoint also scores the V items of the concept and of
+    the control (`bank_unlearned`, `bank_control`, `bank_recovery`: the knowledge view of the same
+    recovery), and retain is the bank's retain sample ranked right instead of greedy accuracy.
+    `control_key` (the base's `models.identity`) caches the control side, which attacks only the
+    base: its recall after each attacker is the same for every run of that base."""
     from orin_unlearn.benchmarks.world import load_catalogue
 
     if chat is None:
@@ -344,29 +356,65 @@ def protocol(
     control = control_world(catalogue, concept, train_facts)
     fake = control.split.concept.films[0]
     retain = list(retain)
+
+    def retained(model: Any) -> float | None:
+        if bank is not None and bank.retain:
+            return bank_rate(model, tokenizer, bank.retain)
+        return accuracy(chat(model), retain, catalogue) if retain else None
+
     before = {
         "base": recall_rate(chat(base), real),
         "unlearned": recall_rate(chat(unlearned), real),
         "control": recall_rate(chat(base), control),
-        "unlearned_retain": accuracy(chat(unlearned), retain, catalogue) if retain else None,
+        "unlearned_retain": retained(unlearned),
     }
+    if bank is not None:
+        before |= {
+            "bank_base": bank_rate(base, tokenizer, bank.forget),
+            "bank_unlearned": bank_rate(unlearned, tokenizer, bank.forget),
+            "bank_control": bank_rate(base, tokenizer, bank.control),
+        }
     floor = None if before["unlearned_retain"] is None else before["unlearned_retain"] - RETAIN_TOLERANCE
     cells: list[dict] = []
     for attacker in attackers or grid():
         found: dict[int, dict] = {}
 
         def on_real(n: int, model: Any, found=found) -> None:
-            acc = accuracy(chat(model), retain, catalogue) if retain else None
-            found[n] = {"unlearned": recall_rate(chat(model), real), "retain": acc}
+            found[n] = {"unlearned": recall_rate(chat(model), real), "retain": retained(model)}
+            if bank is not None:
+                found[n]["bank_unlearned"] = bank_rate(model, tokenizer, bank.forget)
 
-        def on_control(n: int, model: Any, found=found) -> None:
-            found[n]["control"] = recall_rate(chat(model), control)
+        def attack_control(attacker: Attacker = attacker) -> dict[str, dict]:
+            seen: dict[str, dict] = {}
+
+            def on_control(done: int, model: Any) -> None:
+                seen[str(done)] = {"control": recall_rate(chat(model), control)}
+                if bank is not None:
+                    seen[str(done)]["bank_control"] = bank_rate(model, tokenizer, bank.control)
+
+            relearn(base, tokenizer, control.data(attacker.data), attacker, steps, on_control)
+            return seen
 
         relearn(unlearned, tokenizer, real.data(attacker.data), attacker, steps, on_real)
-        relearn(base, tokenizer, control.data(attacker.data), attacker, steps, on_control)
+        if control_key is None:
+            controlled = attack_control()
+        else:
+            key = {
+                "base": control_key,
+                "attacker": asdict(attacker),
+                "steps": list(steps),
+                "control": [list(p.messages) for p in control.split.heldout + control.data(attacker.data)],
+                "bank": [i.to_dict() for i in bank.control] if bank is not None else None,
+                "version": CONTROL_VERSION,
+            }
+            controlled = cached_json("relearning-control", key, attack_control)
+        for n in steps:
+            found[n] |= controlled[str(n)]
         for n in steps:
             cell = {**asdict(attacker), "attacker": attacker.name, "steps": n, **found[n]}
             cell["recovery"] = cell["unlearned"] - cell["control"]
+            if bank is not None and cell["bank_unlearned"] is not None and cell["bank_control"] is not None:
+                cell["bank_recovery"] = cell["bank_unlearned"] - cell["bank_control"]
             cell["retain_ok"] = floor is None or cell["retain"] >= floor - 1e-9
             cells.append(cell)
             log.info(
@@ -388,7 +436,10 @@ def protocol(
             "n_related": len(real.related),
             "n_control_train": len(control.split.train),
             "n_control_heldout": len(control.split.heldout),
-            "n_retain": len(retain),
+            "n_retain": len(bank.retain) if bank is not None and bank.retain else len(retain),
+            "retain_measure": "bank" if bank is not None and bank.retain else "free text",
+            "n_bank_forget_v": len(bank.forget) if bank is not None else 0,
+            "n_bank_control_v": len(bank.control) if bank is not None else 0,
         },
         "before": before,
         "retain_tolerance": RETAIN_TOLERANCE,
@@ -408,24 +459,45 @@ def markdown(result: dict) -> str:
         f"the fictitious {control['title']!r} ({control['director']}, {control['year']}, "
         f"{control['lead']}, about {', '.join(control['themes'])}). Before any attack, V recall: base "
         f"{before['base']:.3f}, unlearned {before['unlearned']:.3f}, control {before['control']:.3f}. "
-        f"Recovery = unlearned - control; the worst case counts cells whose retain accuracy (on "
-        f"{split['n_retain']} held-out retain prompts) stays within {result['retain_tolerance']:.0%} "
-        "of the unlearned model's.",
+        f"Recovery = unlearned - control; the worst case counts cells whose retain (on "
+        f"{split['n_retain']} held-out retain {retain_words(split)}) stays within "
+        f"{result['retain_tolerance']:.0%} of the unlearned model's." + bank_words(split, before),
         "",
-        "| attacker | steps | V recall unlearned | V recall control | recovery | retain | counted |",
-        "|---|---|---|---|---|---|---|",
+        "| attacker | steps | V recall unlearned | V recall control | recovery | V items right: unlearned / "
+        "control / recovery | retain | counted |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in result["cells"]:
         retain = "-" if c["retain"] is None else f"{c['retain']:.3f}"
+        bank = "-"
+        if c.get("bank_recovery") is not None:
+            bank = f"{c['bank_unlearned']:.3f} / {c['bank_control']:.3f} / {c['bank_recovery']:+.3f}"
         lines.append(
             f"| {c['attacker']} | {c['steps']} | {c['unlearned']:.3f} | {c['control']:.3f} | "
-            f"{c['recovery']:+.3f} | {retain} | {'yes' if c['retain_ok'] else 'no'} |"
+            f"{c['recovery']:+.3f} | {bank} | {retain} | {'yes' if c['retain_ok'] else 'no'} |"
         )
     lines.append("")
     for steps, cell in result["worst"].items():
         worst = "no counted cell" if cell is None else f"{cell['recovery']:+.3f} ({cell['attacker']})"
         lines.append(f"- worst recovery at {steps} steps: {worst}")
     return "\n".join(lines)
+
+
+def retain_words(split: dict) -> str:
+    if split.get("retain_measure") == "bank":
+        return "items of the bank ranked right"
+    return "prompts answered right"
+
+
+def bank_words(split: dict, before: dict) -> str:
+    """The bank's view in one sentence, when the protocol scored one."""
+    if "bank_unlearned" not in before or before["bank_unlearned"] is None:
+        return ""
+    return (
+        f" The item bank scores the concept's {split['n_bank_forget_v']} V items and the control's "
+        f"{split['n_bank_control_v']} teacher-forced; before any attack, ranked right: base "
+        f"{before['bank_base']:.3f}, unlearned {before['bank_unlearned']:.3f}, control {before['bank_control']:.3f}."
+    )
 
 
 def plot_panel(ax: Any, result: dict) -> None:

@@ -107,12 +107,18 @@ def redraw_plots(run_dir: Path) -> None:
 
     for name, load, draw in (
         ("quality", read, quality_bench.plot),
+        ("quality", read, quality_bench.knowledge_plot),
         ("robustness", robustness.read, robustness_report.plot),
         ("latency", read, latency.plot),
     ):
         path = run_dir / "bench" / f"{name}.json"
-        if path.is_file():
-            plots.draw(draw, load(path), path.with_suffix(".png"))
+        if not path.is_file():
+            continue
+        if draw is quality_bench.knowledge_plot:
+            if quality_bench.banked(load(path)):
+                plots.draw(draw, load(path), path.with_name("knowledge.png"))
+            continue
+        plots.draw(draw, load(path), path.with_suffix(".png"))
 
 
 def build(run_dir: Path) -> dict:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,13 +257,20 @@ def run_weights(
     attackers: list | None = None,
     retain_prompts: int = 64,
     splits: Splits | None = None,
+    items: list | None = None,
+    identities: dict[str, dict] | None = None,
+    steps: Sequence[int] = relearning.STEPS,
 ) -> Robustness:
     """Attacks on torch models ({"base": ..., "unlearned": ...}): the weight attacks of
     `weight_attacks` (leak on the held-out forget prompts) and, with `readouts`, the relearning
     protocol (`attackers`: default the whole grid), the logit lens and the director probe, each
     with the never-known control (the base on a fictitious film) as the floor. The concept's
-    prompts come from `splits` (see `prompts_of`); the control's are generated."""
-    from orin_unlearn.benchmarks import knowledge_probe, relearning, weight_attacks
+    prompts come from `splits` (see `prompts_of`); the control's are generated. With `items` (the
+    run's item bank) the protocol also scores the V items (`relearning.BankSides`). `identities`
+    ({label: `models.identity`}) caches what a model's attacked replies and relearning do not
+    change from run to run (the base's); `steps`: the protocol's checkpoints."""
+    from orin_unlearn.benchmarks import knowledge_probe, weight_attacks
+    from orin_unlearn.benchmarks.cached_chat import CachedChat
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
 
@@ -273,10 +280,11 @@ def run_weights(
     forget = splits.get("forget", "heldout")
     cases = ATTACKS["heldout"](forget, splits.concept, catalogue)
 
-    def leak_rate(model: Any) -> AttackResult:
-        return measure_attack(
-            BackendChat(TorchBackend(model), tokenizer).answer_batch, cases, splits.concept, catalogue
-        )
+    def leak_rate(model: Any, label: str, attack: str) -> AttackResult:
+        chat = BackendChat(TorchBackend(model), tokenizer)
+        if label in (identities or {}):  # a base's attacked replies are the same every run
+            chat = CachedChat(chat, identities[label] | {"weight_attack": attack})
+        return measure_attack(chat.answer_batch, cases, splits.concept, catalogue)
 
     out = Robustness(
         splits.concept.name,
@@ -287,8 +295,18 @@ def run_weights(
     base, unlearned = models["base"], models["unlearned"]
     retain = heldout_sets(splits, 0, retain_prompts)["retain"]
     log.info("relearning protocol: %d attackers", len(attackers or relearning.grid()))
+    bank = relearning.BankSides.of(items) if items else None
     out.readouts["relearning"] = relearning.protocol(
-        base, unlearned, tokenizer, concept_name, attackers, retain=retain, splits=splits
+        base,
+        unlearned,
+        tokenizer,
+        concept_name,
+        attackers,
+        steps=steps,
+        retain=retain,
+        splits=splits,
+        bank=bank,
+        control_key=(identities or {}).get("base"),
     )
     control = relearning.control_world(catalogue, splits.concept)
     fake = control.split.concept
@@ -313,18 +331,25 @@ def run_weights(
 
 
 def run_run(
-    run_dir: str | Path, model: str | Path | None = None, weights: bool = True, attackers: list | None = None
+    run_dir: str | Path,
+    model: str | Path | None = None,
+    weights: bool = True,
+    attackers: list | None = None,
+    steps: Sequence[int] = relearning.STEPS,
 ) -> Robustness:
     """Every attack on a run: prompt attacks on the shipped graph (default export/onnx-fp16, else
     the fp32 merge in torch) and, with `weights`, the relearning protocol (`attackers`, default
-    the whole grid), the weight attacks and the read-outs on the run's fp32 merge (torch)."""
-    from orin_unlearn.benchmarks.stages import adapter_chain, base_of
+    the whole grid, checkpoints `steps`), the weight attacks and the read-outs on the run's fp32
+    merge (torch). What only the base answers is cached by its identity."""
+    from orin_unlearn.benchmarks.cached_chat import CachedChat
+    from orin_unlearn.benchmarks.stages import adapter_chain, base_of, onnx_identity
+    from orin_unlearn.benchmarks.world.stage import load_items
     from orin_unlearn.edge.answers import BackendChat
     from orin_unlearn.edge.backends.ort_backend import OrtBackend
     from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.formats import read_manifest, verify_stage
     from orin_unlearn.edge.tokenizer import ChatTokenizer
-    from orin_unlearn.train.models import load_model, load_unlearned
+    from orin_unlearn.train.models import identity, load_model, load_unlearned
 
     run_dir = Path(run_dir)
     graph = Path(model) if model else run_dir / "export" / "onnx-fp16"
@@ -336,16 +361,26 @@ def run_run(
     merged = load_unlearned(base_dir, adapter_chain(run_dir), "merge")
     if model or graph.is_dir():
         verify_stage(graph, allow_failed=True)  # attacking a failed graph is measuring; a changed one is not
-        served, where = BackendChat(OrtBackend.unverified(graph), ChatTokenizer(graph)), str(graph)
+        served = CachedChat(
+            BackendChat(OrtBackend.unverified(graph), ChatTokenizer(graph)), onnx_identity(graph)
+        )
+        where = str(graph)
     else:  # a run that was not exported: its adapter, merged
         served, where = BackendChat(TorchBackend(merged), tokenizer), "base + adapters merged in fp32 (torch)"
-    result = run(
-        {"base": BackendChat(TorchBackend(base), tokenizer), "unlearned": served}, concept, splits=splits
-    )
+    base_chat = CachedChat(BackendChat(TorchBackend(base), tokenizer), identity(base_dir))
+    result = run({"base": base_chat, "unlearned": served}, concept, splits=splits)
     result.models = {"base": f"{base_dir} (torch fp32)", "unlearned (prompt attacks)": where}
     if weights:
+        items = load_items(run_dir)[0] if (run_dir / "world" / "items.jsonl").is_file() else None
         extra = run_weights(
-            {"base": base, "unlearned": merged}, tokenizer, concept, attackers=attackers, splits=splits
+            {"base": base, "unlearned": merged},
+            tokenizer,
+            concept,
+            attackers=attackers,
+            splits=splits,
+            items=items,
+            identities={"base": identity(base_dir)},
+            steps=steps,
         )
         result.attacks.update(extra.attacks)
         result.readouts.update(extra.readouts)
@@ -375,6 +410,11 @@ def main(argv: list[str]) -> int:
         "test, not the protocol's worst case (the result says which attackers ran)",
     )
     parser.add_argument(
+        "--steps",
+        default=",".join(map(str, relearning.STEPS)),
+        help="the relearning protocol's checkpoints, attack steps (default %(default)s; the bar is at 25)",
+    )
+    parser.add_argument(
         "--attackers",
         help="relearning with only these attackers, KIND:LR:DATA comma list (e.g. full:3e-4:forget,\n"
         "lora:1e-4:related); the worst case is then over these only",
@@ -399,6 +439,12 @@ def main(argv: list[str]) -> int:
         parser.error(str(e))
     if args.quick:
         attackers = relearning.grid(lrs=(1e-4,), data=("forget",))
+    try:
+        steps = sorted({int(s) for s in args.steps.split(",") if s.strip()})
+    except ValueError:
+        parser.error(f"--steps {args.steps!r}: a comma list of step counts, e.g. 10,25")
+    if not steps or steps[0] < 1:
+        parser.error(f"--steps {args.steps!r}: at least one step count, each >= 1")
     results: dict[str, Robustness] = {}
 
     def save(result: Robustness, out: Path | None) -> None:  # each run as soon as it is measured
@@ -410,7 +456,7 @@ def main(argv: list[str]) -> int:
     if args.run:
         for run_dir in args.run:
             log.info("robustness of %s", run_dir)
-            results[Path(run_dir).name] = run_run(run_dir, args.model, attackers=attackers)
+            results[Path(run_dir).name] = run_run(run_dir, args.model, attackers=attackers, steps=steps)
             single = args.out and len(args.run) == 1
             save(results[Path(run_dir).name], Path(args.out) if single else Path(run_dir) / "bench")
     else:

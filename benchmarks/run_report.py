@@ -63,6 +63,9 @@ def summary_row(results: dict) -> dict:
 def check_line(check: dict) -> str:
     """One unlearning bar check ({"bar", "meaning", "limit", "value", "sign", "ok"}) as text."""
     shown = "not measured" if check["value"] is None else f"{check['value']:.3f}"
+    interval = check.get("interval")
+    if interval is not None:
+        shown += f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})"
     return f"{check['bar']} ({check['meaning']}): {shown}, bar {check['sign']} {check['limit']:g}"
 
 
@@ -195,7 +198,10 @@ def quality_row(run: Path) -> tuple[dict, list[dict]]:
         "note": f"worst: {worst['stage']}; bench/quality.json, quality.png",
     }
     body = quality_bench.markdown(result)
-    return row, [{"title": QUALITY_TITLE, "body": body, "first": True, "images": ["bench/quality.png"]}]
+    images = ["bench/quality.png"] + (
+        ["bench/knowledge.png"] if (run / "bench" / "knowledge.png").is_file() else []
+    )
+    return row, [{"title": QUALITY_TITLE, "body": body, "first": True, "images": images}]
 
 
 def _cell(text: str) -> str:

@@ -35,7 +35,8 @@ class Context:
     """What the weight attacks need: the tokenizer and the leak judge."""
 
     tokenizer: Any
-    leak_rate: Callable[[Any], AttackResult]  # model -> its leak on the held-out forget prompts
+    # (attacked model, its label, the attack's name) -> its leak on the held-out forget prompts
+    leak_rate: Callable[[Any, str, str], AttackResult]
 
 
 WeightAttack = Callable[[Any, Context], Any]  # model -> attacked copy
@@ -102,7 +103,7 @@ def run(
         out[name] = {}
         for label, model in models.items():
             log.info("weight attack %s on %s", name, label)  # minutes each on a real model
-            out[name][label] = ctx.leak_rate(WEIGHT_ATTACKS[name](model, ctx))
+            out[name][label] = ctx.leak_rate(WEIGHT_ATTACKS[name](model, ctx), label, name)
     return out
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from orin_unlearn.edge.chat_limits import BoundedSandbox, RenderLimitError, render_bounded
 
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
@@ -118,6 +119,10 @@ class ChatTemplateError(ValueError):
     """A chat template that cannot be rendered, or whose end-of-turn token cannot be found."""
 
 
+class ChatTemplateLimitError(ChatTemplateError):
+    """A chat template that ran past its time or size limit (edge/chat_limits.py)."""
+
+
 def check_messages(messages: list[dict]) -> None:
     """Raise ValueError unless `messages` is a non-empty list of system/user/assistant turns."""
     if not messages:
@@ -164,8 +169,9 @@ def _strftime_now(fmt: str) -> str:
 
 @lru_cache(maxsize=16)
 def compile_template(source: str) -> jinja2.Template:
-    """Compile a chat template in the environment transformers' `apply_chat_template` uses."""
-    env = ImmutableSandboxedEnvironment(
+    """Compile a chat template in the environment transformers' `apply_chat_template` uses, with
+    `*` and `**` bounded (`BoundedSandbox`)."""
+    env = BoundedSandbox(
         trim_blocks=True, lstrip_blocks=True, extensions=[_Generation, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
@@ -238,16 +244,20 @@ class ChatTemplate:
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The chat as the model's template writes it (the same text as transformers'
-        `apply_chat_template(messages, tokenize=False)`)."""
+        `apply_chat_template(messages, tokenize=False)`), within the time and size limits of
+        edge/chat_limits.py (ChatTemplateLimitError past them)."""
         check_messages(messages)
+        context = dict(
+            messages=list(messages),
+            tools=None,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            **self.token_kwargs,
+        )
         try:
-            return self._template.render(
-                messages=list(messages),
-                tools=None,
-                documents=None,
-                add_generation_prompt=add_generation_prompt,
-                **self.token_kwargs,
-            )
+            return render_bounded(self._template, context)
+        except RenderLimitError as exc:
+            raise ChatTemplateLimitError(f"{self.origin}: {exc}; refusing the template") from None
         except jinja2.TemplateError as exc:
             raise ChatTemplateError(f"{self.origin}: the chat template refused the chat: {exc}") from exc
 
@@ -292,6 +302,8 @@ class ChatTemplate:
         plain = self.render([user], False)
         try:
             with_system = self.render([{"role": "system", "content": _SYSTEM}, user], False)
+        except ChatTemplateLimitError:
+            raise
         except ChatTemplateError as exc:
             log.info(
                 "%s: the chat template takes no system turn (%s): no default system prompt", self.origin, exc

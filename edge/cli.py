@@ -7,9 +7,10 @@ commands work on a Jetson without the training stack.
     orin-unlearn world prompts --concept Inception --out runs/x/world
     orin-unlearn serve --model runs/demo/export/onnx-fp16 --trust-unverified   (loud; see below)
 
-Two flags work with every command: `--trust-unverified` lets stages that fail verification (no
-manifest, ok not true, a file that differs from its recorded sha256) be used, with a warning
-per problem; `--debug` shows the traceback behind an error. Without it a bad input ends in one
+Two flags work with every command, given before the command word (after it, they are the
+command's arguments): `--trust-unverified` lets stages that fail verification (no manifest, ok
+not true, a file that differs from its recorded sha256) be used, with a warning per problem;
+`--debug` shows the traceback behind an error. Without it a bad input ends in one
 line, `error: ...`, and exit status 2.
 """
 
@@ -27,6 +28,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("world", "prompts"): (
         "orin_unlearn.benchmarks.world_cli",
         "write a concept's forget/neighbour/retain prompts",
+    ),
+    ("world", "items"): (
+        "orin_unlearn.benchmarks.world_items_cli",
+        "write a concept's item bank (multiple-choice questions for bench knowledge)",
     ),
     ("world", "eval-base"): (
         "orin_unlearn.benchmarks.base_quality_cli",
@@ -56,6 +61,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "quality"): (
         "orin_unlearn.benchmarks.quality_bench",
         "forget / retain / perplexity / KL to base for every stage of a run",
+    ),
+    ("bench", "knowledge"): (
+        "orin_unlearn.benchmarks.knowledge_cli",
+        "what a model knows of each set of the item bank; kept and changed against a base, with intervals",
     ),
     ("bench", "decode"): (
         "orin_unlearn.benchmarks.decode_bench",
@@ -114,8 +123,15 @@ GLOBAL_FLAGS = ("--trust-unverified", "--debug")
 
 
 def split_flags(argv: list[str]) -> tuple[set[str], list[str]]:
-    """(the global flags given, the command line without them)."""
-    return {f for f in GLOBAL_FLAGS if f in argv}, [a for a in argv if a not in GLOBAL_FLAGS]
+    """(the global flags given, the command line from the command word on).
+
+    Global flags count only before the command word: after it every argument is the command's,
+    so a question, a `--` or text a wrapper passes on can never switch verification off.
+    """
+    n = 0
+    while n < len(argv) and argv[n] in GLOBAL_FLAGS:
+        n += 1
+    return set(argv[:n]), argv[n:]
 
 
 def command_of(argv: list[str]) -> tuple[str, list[str]] | None:

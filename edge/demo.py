@@ -16,8 +16,10 @@ RUN/report.md and RUN/report.json.
     orin-unlearn demo --base path/to/hf_checkpoint --config my.yaml --out runs/mine
 
 A real base (anything but `tiny`) is measured without the tiny world model's base-quality bars,
-on fewer prompts (`--limit`), and its run leaves out the stability analysis (minutes of greedy
-replies on a CPU; the report names the command). The unlearning config comes from `--config` (a
+on fewer prompts (`--limit`), mainly on its item bank (teacher-forced, cached by the base's hash):
+its export answers 48 neighbour / retain prompts greedily, its quality table covers the stages a
+kiosk runs, its relearning protocol runs 2 of the 12 attackers for 25 steps, and it leaves out the stability
+analysis (minutes of greedy replies on a CPU; the report names the command). The unlearning config comes from `--config` (a
 named base has a default one); its concept is replaced by `--concept`, its base by `--base`.
 A missed unlearning bar or export gate is a failed stage: the exit status is then 1.
 
@@ -50,6 +52,12 @@ DEFAULT_CONFIGS = {
 }
 LIMITS = {"tiny": 500, "real": 100}  # base-quality prompts per set (SmolLM2: ~0.25 s a prompt, 2 cores)
 VARIANTS = "fp32,fp16,int8,int4"
+# A real model is measured on its item bank; greedy replies only where behaviour is the point:
+# the export answers 48 held-out neighbour / retain prompts (greedy identity), the quality table
+# measures what a kiosk can run, and the relearning protocol runs 2 of its 12 attackers up to 25 steps.
+REAL_EXPORT_PROMPTS = "48"
+REAL_QUALITY_STAGES = "base,adapter,onnx-fp32,onnx-fp16,onnx-int8,onnx-int4"
+REAL_RELEARN_STEPS = "10,25"  # the bar is at 25 attack steps
 # analyses a real model's demo leaves out (see benchmarks/run_report.py REAL_MODEL_SKIPS)
 REAL_MODEL_ANALYSES = "similarity,sensitivity,shift"
 KIOSK = "kiosk"  # the step whose questions come from the run's catalogue, once the world is written
@@ -151,16 +159,26 @@ def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str
         (
             "export",
             ["export", "--base", setup.base, "--adapter", str(run / "adapter"), "--out", str(run / "export")]
-            + ["--variants", VARIANTS, "--engine", "--allow-failed-adapter"],
+            + ["--variants", VARIANTS, "--engine", "--allow-failed-adapter"]
+            + ([] if setup.tiny else ["--eval-max-prompts", REAL_EXPORT_PROMPTS]),
         ),
-        ("quality", ["bench", "quality", "--run", str(run)]),
+        (
+            "quality",
+            ["bench", "quality", "--run", str(run)]
+            + ([] if setup.tiny else ["--stages", REAL_QUALITY_STAGES]),
+        ),
         (KIOSK, ["ask", "--model", served, "--out", str(run / "serve")]),
         (
             "latency",
             ["bench", "latency", "--model", served, "--prompts", "32,256", "--outputs", "16,64"]
             + ["--repeats", "3", "--warmup", "1", "--fit", "--out", str(run / "bench")],
         ),
-        ("robustness", ["bench", "robustness", "--run", str(run)] + (["--quick"] if setup.quick else [])),
+        (
+            "robustness",
+            ["bench", "robustness", "--run", str(run)]
+            + (["--quick"] if setup.quick or not setup.tiny else [])
+            + ([] if setup.tiny else ["--steps", REAL_RELEARN_STEPS]),
+        ),
     ]
     return out
 

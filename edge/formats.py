@@ -20,9 +20,10 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -286,9 +287,53 @@ def trust_unverified(enabled: bool = True) -> None:
     _trust_unverified = enabled
 
 
+def trusting_unverified() -> bool:
+    """Whether this process was told to use stages that fail verification (`--trust-unverified`);
+    checks beyond `verify_stage` (a stage's bundle, an engine's graph) follow the same flag."""
+    return _trust_unverified
+
+
+def stage_entries(folder: Path, listed: Iterable[str]) -> tuple[dict[str, os.stat_result], dict[str, str]]:
+    """({relative name: lstat} of the plain files under `folder` but the manifest, {relative name:
+    its problem} of every other entry).
+
+    Nothing is followed: a link (to a file or a folder, dangling or not), anything that is not a
+    plain file or folder (a FIFO, a socket, a device), a file with more than one hard link
+    (another name could change it after it was verified) and a folder that holds no listed
+    file (empty or not) are problems, named once each.
+    """
+    folders = {p.as_posix() for name in listed for p in PurePosixPath(name).parents} - {"."}
+    present: dict[str, os.stat_result] = {}
+    problems: dict[str, str] = {}
+    for root, dirs, names in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        for name in sorted(dirs):
+            path, entry = (rel / name).as_posix(), Path(root) / name
+            if entry.is_symlink():
+                problems[path] = f"{entry} is a link (verification never follows links)"
+                dirs.remove(name)
+            elif path not in folders:
+                problems[path] = f"{entry}/ is a folder the manifest does not list"
+                dirs.remove(name)  # one problem for the folder, not one per file inside
+        for name in sorted(names):
+            path, entry = (rel / name).as_posix(), Path(root) / name
+            info = os.lstat(entry)
+            if stat.S_ISLNK(info.st_mode):
+                problems[path] = f"{entry} is a link (verification never follows links)"
+            elif not stat.S_ISREG(info.st_mode):
+                problems[path] = f"{entry} is not a regular file (a FIFO, socket or device)"
+            elif info.st_nlink > 1:
+                links = info.st_nlink
+                problems[path] = f"{entry} has {links} hard links: another name could change it once verified"
+            elif path != MANIFEST:
+                present[path] = info
+    return present, problems
+
+
 def stage_problems(folder: str | Path, manifest: dict, allow_failed: bool = False) -> list[str]:
     """Why `folder` does not match `manifest`: `ok` not the boolean true (unless `allow_failed`),
-    no file list, listed files missing, changed (size or sha256) or unlisted files present."""
+    no file list, listed files missing, changed (size or sha256) or unlisted files present, and
+    the links, special files, hard-linked files and unlisted folders `stage_entries` finds."""
     folder = Path(folder)
     problems = []
     if manifest["ok"] is not True and not allow_failed:
@@ -301,14 +346,16 @@ def stage_problems(folder: str | Path, manifest: dict, allow_failed: bool = Fals
             *problems,
             f"{folder / MANIFEST} lists no files to verify (written by an older version: re-run the stage)",
         ]
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
-    for name in sorted(set(listed) - present):
-        problems.append(f"{folder / name} is missing")
-    for name in sorted(present - set(listed)):
+    present, odd = stage_entries(folder, listed)
+    problems += [odd[name] for name in sorted(odd)]
+    for name in sorted(set(listed) - set(present)):
+        if not any(name == o or name.startswith(f"{o}/") for o in odd):  # not named already
+            problems.append(f"{folder / name} is missing")
+    for name in sorted(set(present) - set(listed)):
         problems.append(f"{folder / name} is not listed in the manifest")
-    for name in sorted(set(listed) & present):
+    for name in sorted(set(listed) & set(present)):
         path, want = folder / name, listed[name]
-        if not isinstance(want, dict) or path.stat().st_size != want.get("size"):
+        if not isinstance(want, dict) or present[name].st_size != want.get("size"):
             problems.append(f"{path} has changed size since it was measured")
         elif sha256_file(path) != want.get("sha256"):
             problems.append(f"{path} does not match its sha256 in the manifest")

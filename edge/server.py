@@ -6,7 +6,10 @@
 POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models, GET /healthz, GET /metrics
 (Prometheus text) and the kiosk page at /. One generation runs at a time; up to `--queue` more
 wait, and beyond that a request gets 429 with Retry-After. A client that disconnects stops its
-generation at the next token; a generation past `--timeout` seconds is cut off. Every bad
+generation at the next token; a generation past `--timeout` seconds is cut off (504, or an
+error event ending a stream). Only requests whose Host header names a loopback address, `--host`
+or an `--allow-host` name are answered (DNS rebinding), and the kiosk page is sent with a
+Content-Security-Policy that runs only its own script and lets no other page frame it. Every bad
 request gets a 4xx JSON error in OpenAI's shape naming the bad parameter (413 for a body over the
 limit, chunked or not), and the server keeps serving.
 
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import re
@@ -43,7 +48,7 @@ from orin_unlearn.edge import api
 from orin_unlearn.edge.formats import KIOSK
 from orin_unlearn.edge.generator import ContextOverflowError, Generator, Stream
 from orin_unlearn.edge.sampling import SamplingError, SamplingParams, TokenLogprob
-from orin_unlearn.edge.server_limits import BodyLimit, QueueFullError, Slot
+from orin_unlearn.edge.server_limits import LOOPBACK_HOSTS, BodyLimit, HostAllowList, QueueFullError, Slot
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +94,13 @@ def kiosk_choices(model_dir: str | Path) -> dict[str, list[str]] | None:
     path = Path(model_dir) / KIOSK
     if not path.is_file():
         return None
-    choices = json.loads(path.read_text(encoding="utf-8"))
-    if not all(isinstance(choices.get(k), list) for k in ("moods", "genres")):
+    try:
+        choices = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(choices, dict) or not all(
+        isinstance(choices.get(k), list) for k in ("moods", "genres")
+    ):
         raise ValueError(f'{path}: expected {{"moods": [...], "genres": [...]}}')
     return {k: [str(v) for v in choices[k]] for k in ("moods", "genres")}
 
@@ -103,6 +113,34 @@ def kiosk_page(choices: dict[str, list[str]] | None) -> str:
     return re.sub(r"^const CHOICES = .*;$", lambda _: line, page, count=1, flags=re.MULTILINE)
 
 
+def _inline_hashes(page: str, tag: str) -> str:
+    """CSP sources allowing exactly the page's inline <tag> elements, by their sha256."""
+    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    digests = (base64.b64encode(hashlib.sha256(b.encode("utf-8")).digest()).decode() for b in bodies)
+    return " ".join(f"'sha256-{d}'" for d in digests) or "'none'"
+
+
+def page_headers(page: str) -> dict[str, str]:
+    """The kiosk page's security headers: only its own inline script and style run (by hash), it
+    talks only to this server, and no other page may frame it."""
+    policy = (
+        "default-src 'none'",
+        f"script-src {_inline_hashes(page, 'script')}",
+        f"style-src {_inline_hashes(page, 'style')}",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+    return {
+        "Content-Security-Policy": "; ".join(policy),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
 def create_app(
     generator: Generator,
     model_name: str,
@@ -111,11 +149,14 @@ def create_app(
     default_max_tokens: int = 128,
     max_body: int = MAX_BODY,
     choices: dict[str, list[str]] | None = None,
+    allowed_hosts: tuple[str, ...] | list[str] = LOOPBACK_HOSTS,
 ):
+    """The server's ASGI app over `generator`; requests must name one of `allowed_hosts`."""
     app = FastAPI(title="orin-unlearn", docs_url=None, redoc_url=None, openapi_url=None)
     slot, metrics = Slot(max_queue), Metrics()
     generator.check_prompt_size([])  # computes the tokenizer's size bound now, not in a request
     kiosk = kiosk_page(choices)
+    kiosk_headers = page_headers(kiosk)
 
     def fail(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
         metrics.requests.labels(str(status)).inc()
@@ -136,7 +177,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return kiosk
+        return HTMLResponse(kiosk, headers=kiosk_headers)
 
     @app.get("/healthz")
     async def health():
@@ -208,10 +249,11 @@ def create_app(
         )
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                sse(pieces, stop, cid, model_name, include_usage, metrics, logprobs),
-                media_type="text/event-stream",
+            timed_out = lambda: time.monotonic() > deadline  # noqa: E731
+            events = sse(
+                pieces, stop, cid, model_name, include_usage, metrics, logprobs, timed_out, timeout_s
             )
+            return StreamingResponse(events, media_type="text/event-stream")
         text = []
         while True:
             item = await pieces.get()
@@ -238,7 +280,7 @@ def create_app(
             logprobs(item.logprobs or []) if logprobs else None,
         )
 
-    return BodyLimit(app, max_body)
+    return HostAllowList(BodyLimit(app, max_body), list(allowed_hosts))
 
 
 def run_in_thread(stream: Stream, pieces: asyncio.Queue, slot: Slot) -> None:
@@ -274,9 +316,13 @@ async def sse(
     include_usage: bool,
     metrics: Metrics,
     logprobs: Callable[[list[TokenLogprob]], dict] | None = None,
+    timed_out: Callable[[], bool] = lambda: False,
+    timeout_s: float = 0.0,
 ) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk format; closing the response stops the generation.
-    With `logprobs` (which formats entries), each chunk carries the entries of its tokens."""
+    With `logprobs` (which formats entries), each chunk carries the entries of its tokens. A
+    generation cut off by the timeout (`timed_out()` once it ended) ends in an error event, never
+    in a finish reason a client would take for a complete reply."""
 
     def event(data: dict | str) -> str:
         return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
@@ -296,6 +342,11 @@ async def sse(
         if isinstance(item, Exception):
             metrics.requests.labels("500").inc()
             yield event(api.error(f"generation failed: {item}", "server_error"))
+        elif item.finish_reason == "cancelled" and timed_out():
+            metrics.observe(item.latency)
+            metrics.requests.labels("504").inc()
+            message = f"generation exceeded the {timeout_s:g} s request timeout"
+            yield event(api.error(message, "server_error", code="timeout"))
         else:
             metrics.observe(item.latency)
             metrics.requests.labels("200").inc()
@@ -320,6 +371,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backend", default="auto", help="auto, trt, ort or torch")
     parser.add_argument("--name", help="model id clients use (default: the folder's name)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="a further Host name clients may use (loopback names and --host always work)",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--queue", type=int, default=8, help="requests that may wait for the generator")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one generation may take")
@@ -353,7 +408,10 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: an engine for another device
         raise ValueError(f"cannot open {args.model}: {e}") from e
     name = args.name or Path(args.model).resolve().name
-    app = create_app(generator, name, args.queue, args.timeout, args.max_tokens, choices=choices)
+    hosts = [*LOOPBACK_HOSTS, args.host, *args.allow_host]
+    app = create_app(
+        generator, name, args.queue, args.timeout, args.max_tokens, choices=choices, allowed_hosts=hosts
+    )
     log.info("serving %s (%s backend) on http://%s:%d", name, generator.backend_name, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -1,5 +1,7 @@
 """What keeps `orin-unlearn serve` within bounds: one generation at a time with a bounded queue
-(`Slot`), and a request-body limit that answers 413 before anything is parsed (`BodyLimit`).
+(`Slot`), a request-body limit that answers 413 before anything is parsed (`BodyLimit`), and a
+Host allow-list (`HostAllowList`: loopback names and the address served on), so a web page that
+rebinds its own DNS name to the kiosk's address cannot talk to it from a visitor's browser.
 
 Kept apart from the server so each is small; they know nothing of chat completions.
 """
@@ -11,6 +13,8 @@ import json
 from typing import Any
 
 from orin_unlearn.edge import api
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class QueueFullError(RuntimeError):
@@ -83,6 +87,31 @@ class BodyLimit:
 
     async def _too_large(self, send: Any) -> None:
         await send_json(send, 413, api.error(f"request body over {self.limit} bytes", code="body_too_large"))
+
+
+def host_of(header: str) -> str:
+    """The host a Host header names, without its port, in lower case ('[::1]:8000' -> '::1')."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostAllowList:
+    """ASGI middleware: a request whose Host header names none of `hosts` (any port) gets a 400
+    JSON error before anything else runs."""
+
+    def __init__(self, app: Any, hosts: tuple[str, ...] | list[str]):
+        self.app, self.hosts = app, {host_of(h) for h in hosts}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            header = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+            if host_of(header) not in self.hosts:
+                hosts = ", ".join(sorted(self.hosts))
+                message = f"Host {header[:80]!r} is not one this server answers to ({hosts})"
+                return await send_json(send, 400, api.error(message, code="invalid_host"))
+        return await self.app(scope, receive, send)
 
 
 async def send_json(send: Any, status: int, body: dict) -> None:

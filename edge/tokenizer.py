@@ -45,11 +45,16 @@ def template_source(config: dict, model_dir: Path) -> str:
     """The chat template of a model directory: chat_template.jinja, else tokenizer_config.json's."""
     jinja = model_dir / "chat_template.jinja"
     if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+        try:
+            return jinja.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{jinja} is not UTF-8 text: {e}") from None
     template = config.get("chat_template") or ""
     if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
-        named = {t.get("name"): t.get("template", "") for t in template if isinstance(t, dict)}
-        template = named.get("default", "")
+        named = [
+            t.get("template", "") for t in template if isinstance(t, dict) and t.get("name") == "default"
+        ]
+        template = named[0] if named else ""
     return template if isinstance(template, str) else ""
 
 
@@ -57,7 +62,8 @@ def template_kwargs(config: dict) -> dict[str, Any]:
     """The special tokens a chat template sees (`bos_token`, `eos_token`, ...), as transformers passes them."""
     out: dict[str, Any] = {k: token_text(config.get(k)) for k in TEMPLATE_TOKEN_KEYS}
     out = {k: v for k, v in out.items() if v is not None}
-    extra = [token_text(t) for t in config.get("additional_special_tokens") or []]
+    listed = config.get("additional_special_tokens")
+    extra = [token_text(t) for t in listed] if isinstance(listed, list) else []
     if extra:
         out["additional_special_tokens"] = [t for t in extra if t]
     return out
@@ -124,15 +130,30 @@ def _lossless_spec(spec: dict, allowed: set[str]) -> bool:
     return spec.get("type") in allowed and spec.get("behavior") != "Removed"
 
 
+def read_json_object(path: Path) -> dict:
+    """The JSON object in `path` ({} without the file); ValueError naming the file when it is not
+    valid JSON or not an object (a checkpoint's `[]` must not become a traceback)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object but {type(data).__name__}")
+    return data
+
+
 def generation_eos_ids(model_dir: Path) -> list[int]:
     """generation_config.json's eos_token_id (an int or a list), [] without the file."""
     path = model_dir / "generation_config.json"
-    if not path.is_file():
-        return []
-    eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+    eos = read_json_object(path).get("eos_token_id")
     if eos is None:
         return []
-    return [int(e) for e in (eos if isinstance(eos, list) else [eos])]
+    ids = eos if isinstance(eos, list) else [eos]
+    if not all(isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in ids):
+        raise ValueError(f"{path}: eos_token_id is {json.dumps(eos)[:60]}, not token ids")
+    return ids
 
 
 class ChatTokenizer:
@@ -159,11 +180,7 @@ class ChatTokenizer:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust library raises a bare Exception for a corrupt file
             raise ValueError(f"{path} is not a readable tokenizer (corrupt or truncated?): {e}") from None
-        config_path = model_dir / "tokenizer_config.json"
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{config_path} is not valid JSON: {e}") from None
+        config = read_json_object(model_dir / "tokenizer_config.json")
         self.template = load_chat_template(
             self.tokenizer, config, template_source(config, model_dir), str(model_dir)
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 from orin_unlearn.edge.device import engine_manifest
 from orin_unlearn.edge.device.engine_manifest import PLAN, DeviceInfo
+from orin_unlearn.edge.device.installed import verify_served
 from orin_unlearn.edge.errors import EngineBuildError, ManifestError, TensorRTUnavailableError
 from orin_unlearn.edge.formats import MANIFEST, verify_stage
 
@@ -56,12 +57,15 @@ def load_engine(engine_dir: str | Path, device: DeviceInfo | None = None) -> Loa
     """Deserialise `engine_dir/model.plan` after checking its manifest against `device`.
 
     `device` defaults to this machine's. Raises DeviceMismatchError naming each differing field,
-    ManifestError for an unfinished stage or a plan whose hash differs from its manifest.
+    ManifestError for an unfinished stage, a plan whose hash differs from its manifest, or a stale
+    engine: one not built from the graph, tokenizer and template now in place (the signed
+    bundle's, edge/device/installed.py), with the command that rebuilds it.
     """
     engine_dir = Path(engine_dir)
     manifest = verify_stage(engine_dir)  # ok, and every file's sha256 (the plan's included)
     if manifest is None or manifest["stage"] != "engine":
         raise ManifestError(f"{engine_dir} is not a finished engine stage (manifest {MANIFEST})")
+    verify_served(engine_dir)  # built from the graph now in place (the signed bundle's): else stale
     if device is None:
         require_tensorrt(runtime_only=True)
         device = engine_manifest.device_info()

@@ -1,9 +1,13 @@
 """The export gate: an artifact ships only if it forgets and retains as well as its adapter did.
 
 Quantisation and half precision can undo unlearning (an update below the rounding step simply
-disappears), so every artifact is measured on the same held-out prompts as the adapter model and
-compared: a held-out forget leak rate more than `max_leak_increase` worse, or a retain accuracy
-more than `max_retain_drop` worse, fails the export.
+disappears), so every artifact is measured on the same held-out prompts and item bank as the
+adapter model and compared:
+- the greedy held-out forget leak may be at most `max_leak_increase` higher;
+- on the item bank (where the run has one), the forget items ranked right at most
+  `max_bank_change` higher (the knowledge does not come back), the neighbour and retain items
+  ranked right at most `max_bank_change` lower;
+- without a bank, the free-text retain accuracy at most `max_retain_drop` lower.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from orin_unlearn.edge.errors import ExportGateError
 
 MAX_LEAK_INCREASE = 0.01
 MAX_RETAIN_DROP = 0.01
+MAX_BANK_CHANGE = 0.02  # 2 points of right rate: 7 of ~370 items
 
 
 @dataclass(frozen=True)
@@ -53,42 +58,48 @@ class GateVerdict:
         return cls(tuple(GateCheck(**c) for c in data["checks"]))
 
 
+def _check(name: str, reference: float, artifact: float, limit: float, higher: bool) -> GateCheck:
+    """Artifact at most `limit` higher (`higher`) or lower than the reference."""
+    change = artifact - reference if higher else reference - artifact
+    words = f"at most {100 * limit:g} point(s) {'higher' if higher else 'lower'}"
+    return GateCheck(name, reference, artifact, words, change <= limit + 1e-12)
+
+
 def gate(
     reference: UnlearningMetrics,
     artifact: UnlearningMetrics,
     max_leak_increase: float = MAX_LEAK_INCREASE,
     max_retain_drop: float = MAX_RETAIN_DROP,
+    max_bank_change: float = MAX_BANK_CHANGE,
 ) -> GateVerdict:
-    """Compare two `measure_unlearning` results (never raises on a failed check).
+    """Compare two measurements (never raises on a failed check).
 
-    Raises ValueError only when the two were measured on different numbers of prompts.
+    Raises ValueError only when the two were measured on different numbers of prompts or items.
     """
-    for name in ("forget", "retain"):
+    banks = reference.knowledge is not None and artifact.knowledge is not None
+    sets = ("forget",) + (() if banks else ("retain",))
+    for name in sets:
         n_ref, n_art = reference.value(name, "n"), artifact.value(name, "n")
         if n_ref != n_art:
             raise ValueError(
                 f"{name}: the reference was measured on {n_ref} prompts, the artifact on {n_art}: not comparable"
             )
-    leak_ref, leak_art = reference.value("forget", "leak"), artifact.value("forget", "leak")
-    ret_ref, ret_art = reference.value("retain", "accuracy"), artifact.value("retain", "accuracy")
-    return GateVerdict(
-        (
-            GateCheck(
-                "held-out forget leak",
-                leak_ref,
-                leak_art,
-                f"at most {100 * max_leak_increase:g} point(s) higher",
-                leak_art - leak_ref <= max_leak_increase + 1e-12,
-            ),
-            GateCheck(
-                "held-out retain accuracy",
-                ret_ref,
-                ret_art,
-                f"at most {100 * max_retain_drop:g} point(s) lower",
-                ret_ref - ret_art <= max_retain_drop + 1e-12,
-            ),
+    leak = (reference.value("forget", "leak"), artifact.value("forget", "leak"))
+    checks = [_check("held-out forget leak", *leak, max_leak_increase, higher=True)]
+    if not banks:
+        retain = (reference.value("retain", "accuracy"), artifact.value("retain", "accuracy"))
+        return GateVerdict(
+            (*checks, _check("held-out retain accuracy", *retain, max_retain_drop, higher=False))
         )
-    )
+    for name in ("forget", "neighbour", "retain"):
+        ref, art = reference.knowledge.sets.get(name), artifact.knowledge.sets.get(name)
+        if ref is None or art is None:
+            continue
+        if ref.n != art.n:
+            raise ValueError(f"bank {name}: {ref.n} items for the reference, {art.n} for the artifact")
+        label = f"bank {name} items ranked right"
+        checks.append(_check(label, ref.right, art.right, max_bank_change, higher=name == "forget"))
+    return GateVerdict(tuple(checks))
 
 
 def raise_on_failure(variant: str, verdict: GateVerdict) -> None:

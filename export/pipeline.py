@@ -22,16 +22,17 @@ import argparse
 import copy
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, measure_unlearning
-from orin_unlearn.benchmarks.world import heldout_sets, load_templates, load_world
+from orin_unlearn.benchmarks.forgetting import UnlearningMetrics
+from orin_unlearn.benchmarks.option_scoring import OrtSteps, options_scorer
+from orin_unlearn.benchmarks.stages import onnx_identity
+from orin_unlearn.benchmarks.world import load_templates
 from orin_unlearn.benchmarks.world.recommend import kiosk_choices
-from orin_unlearn.edge.answers import BackendChat, Chat
+from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.ort_backend import GRAPH, OrtBackend
-from orin_unlearn.edge.backends.torch_backend import TorchBackend
 from orin_unlearn.edge.errors import (
     ExportGateError,
     ManifestError,
@@ -49,9 +50,9 @@ from orin_unlearn.edge.formats import (
     write_json_atomic,
     write_manifest,
 )
-from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.export import fused, gate, merge, quantize, validate
+from orin_unlearn.export.evaluation import Evaluation, reference_evaluation
 from orin_unlearn.export.onnx_export import DEFAULT_OPSET, export_onnx
 from orin_unlearn.train import models
 
@@ -76,51 +77,6 @@ def export_entries(folder: Path) -> list[str]:
     """What `export --out` must not replace: anything but export.json and the stages an export
     writes (merged/, onnx-*/, gguf/), each holding only its own files."""
     return stages_only(folder, ("merged", "onnx-*", "gguf"), (EXPORT_JSON,))
-
-
-@dataclass
-class Evaluation:
-    """The adapter's held-out prompts and the adapter model's replies and metrics on them."""
-
-    sets: dict[str, list]
-    concept: Any
-    catalogue: Any
-    refusal: str
-    replies: list[str] = field(default_factory=list)
-    metrics: UnlearningMetrics = field(default_factory=UnlearningMetrics)
-
-    @property
-    def prompts(self) -> list:
-        return [p for name in self.sets for p in self.sets[name]]
-
-    def measure(self, chat: Chat, label: str) -> tuple[UnlearningMetrics, list[str]]:
-        """(metrics, replies) of `chat` on the same prompts; progress lines name `label`."""
-        replies: list[str] = []
-
-        def answer(conversations: list[list[dict]]) -> list[str]:
-            with progress_bar() as progress:
-                task = progress.add_task(f"evaluate {label}", total=len(conversations))
-                got = chat.answer_batch(conversations, on_batch=lambda n: progress.advance(task, n))
-            replies.extend(got)
-            return got
-
-        metrics = measure_unlearning(answer, self.sets, self.concept, self.catalogue, self.refusal)
-        return metrics, replies
-
-
-def reference_evaluation(
-    model: Any, base_dir: Path, adapter_dirs: list[Path], max_prompts: int | None
-) -> Evaluation:
-    """Measure the adapter model itself (`model`: PEFT adapters active, fp32) on its held-out
-    prompts, read from the world stage of its run (the folder holding the last adapter)."""
-    config = read_manifest(adapter_dirs[-1])["config"]
-    splits = load_world(Path(adapter_dirs[-1]).parent, config["concept"])
-    sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
-    evaluation = Evaluation(sets, splits.concept, splits.catalogue, config["refusal"])
-    evaluation.metrics, evaluation.replies = evaluation.measure(
-        BackendChat(TorchBackend(model), ChatTokenizer(base_dir)), "adapter"
-    )
-    return evaluation
 
 
 def ordinary_token_ids(tokenizer: ChatTokenizer) -> list[int]:
@@ -182,7 +138,13 @@ def measure_variant(
     dtype, bits = VARIANTS[variant]
     tolerance = validate.TOLERANCES.get(dtype) if bits is None else None
     problems = validate.parity_problems(parity, tolerance) if tolerance else []
-    metrics, replies = evaluation.measure(BackendChat(backend, tokenizer), f"onnx-{variant}")
+    metrics, replies = evaluation.measure(
+        BackendChat(backend, tokenizer),
+        f"onnx-{variant}",
+        options_scorer(OrtSteps(backend.decoder)),
+        tokenizer,
+        onnx_identity(graph_dir),
+    )
     prompts = [p.messages[-1]["content"] for p in evaluation.prompts]
     identity = validate.greedy_identity(evaluation.replies, replies, prompts)
     if (dtype, bits) == ("float32", None) and identity["identical"] != identity["n"]:
@@ -389,18 +351,24 @@ def print_summary(summary: dict[str, Any]) -> None:
             verdict,
         )
     engine = summary["engine"]
-    table.caption = f"engine: {engine['status']}" + (f" ({engine['reason']})" if "reason" in engine else "")
+    table.caption = (
+        "retain, neighbour: items of the bank ranked right (free-text accuracy for a run without one). "
+    )
+    table.caption += f"engine: {engine['status']}" + (f" ({engine['reason']})" if "reason" in engine else "")
     if "gguf" in summary:
         table.caption += f"; GGUF for llama.cpp: {summary['gguf']['path']}"
     Console(width=120).print(table)
 
 
 def _quality(metrics: dict) -> tuple[str, ...]:
-    """Leak, retain and neighbour of a measurement as the summary holds it (JSON)."""
+    """Leak, then retain and neighbour of a measurement as the summary holds it (JSON): the bank's
+    right rates where it was measured on one, else the free-text accuracy."""
     got = UnlearningMetrics.from_json(metrics)
-    values = [
-        got.value(*path) for path in (("forget", "leak"), ("retain", "accuracy"), ("neighbour", "accuracy"))
+    bank = got.knowledge is not None
+    paths = [("forget", "leak")] + [
+        (f"bank.{name}", "right") if bank else (name, "accuracy") for name in ("retain", "neighbour")
     ]
+    values = [got.value(*path) for path in paths]
     return tuple("-" if v is None else f"{v:.3f}" for v in values)  # None: a set the run has no prompts in
 
 

@@ -5,6 +5,9 @@
 #                                  [--memory-max SIZE] [--kiosk-user USER] [--trust-key PUB] [--dry-run]
 #
 # What it does, in order (--dry-run prints each step and the rendered unit, and changes nothing):
+#   0. checks what the unit checks before each start, when the venv is there (in a dry run too: it
+#      only reads): the bundle under the trusted key, and --model tied to it (a stage of it, or an
+#      engine built from its graph); a stale engine is refused with the command that rebuilds it;
 #   1. renders the unit: service user, venv, --model, --port, the unpacked bundle checked before
 #      each start (--bundle, default /opt/orin-unlearn/demo) and MemoryMax from the options, and
 #      ORIN_UNLEARN_TRUST_KEY=/etc/orin-unlearn/trusted.pub when a trusted bundle key is installed;
@@ -86,6 +89,21 @@ if [ "$DRY_RUN" -eq 0 ]; then
     [ -x "$VENV/bin/orin-unlearn" ] || die "$VENV/bin/orin-unlearn is missing: run jetson/install.sh first"
     [ -d "$MODEL" ] || die "$MODEL does not exist: unpack a bundle and build the engine first (jetson/README.md)"
     [ -f "$BUNDLE/bundle.json" ] || die "$BUNDLE holds no unpacked bundle (--bundle DIR; jetson/README.md)"
+    [ -n "$TRUST_KEY" ] || [ -f "$TRUSTED" ] \
+        || die "no trusted bundle key: pass --trust-key PUB (the unit's bundle --verify needs one)"
+fi
+
+echo "# 0. the bundle and what the unit serves, as the unit checks them before each start"
+if [ -x "$VENV/bin/orin-unlearn" ]; then
+    CHECK=("$VENV/bin/orin-unlearn" bundle --verify "$BUNDLE" --model "$MODEL")
+    if [ -n "$TRUST_KEY" ]; then
+        CHECK+=(--trust "$TRUST_KEY")
+    fi
+    echo "check: ${CHECK[*]}"
+    "${CHECK[@]}" || die "the kiosk would not start: $MODEL is not covered by the bundle in $BUNDLE" \
+        "(the line above says why; for a stale engine, which command rebuilds it)"
+else
+    echo "skipped: $VENV/bin/orin-unlearn is not installed yet"
 fi
 
 echo "# 1. the unit, rendered"
@@ -95,6 +113,7 @@ RENDERED="$(sed \
     -e "/^Exec/s|/opt/orin-unlearn/venv|$VENV|g" \
     -e "/^ExecStart=/s|--model [^ ]*|--model $MODEL|" \
     -e "/^ExecStartPre=.*bundle --verify/s|--verify [^ ]*|--verify $BUNDLE|" \
+    -e "/^ExecStartPre=.*bundle --verify/s|--model [^ ]*|--model $MODEL|" \
     -e "/^ExecStart=/s|--port [0-9]*|--port $PORT|" \
     -e "s|^MemoryMax=.*|MemoryMax=$MEMORY_MAX|" \
     -e "$TRUST_LINE" \

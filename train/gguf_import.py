@@ -22,7 +22,6 @@ import fcntl
 import importlib.util
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from orin_unlearn.edge.cache import cache_root
 from orin_unlearn.edge.errors import ManifestError
 from orin_unlearn.edge.formats import (
     make_manifest,
@@ -310,11 +310,6 @@ def import_gguf(gguf_path: str | Path, out_dir: str | Path) -> Path:
         write_manifest(tmp, manifest)
     log.info("imported %s into %s in %.0f s", gguf_path.name, out_dir, time.time() - start)
     return out_dir
-
-
-def cache_root() -> Path:
-    """`$ORIN_UNLEARN_CACHE`, default ~/.cache/orin-unlearn."""
-    return Path(os.environ.get("ORIN_UNLEARN_CACHE") or Path.home() / ".cache" / "orin-unlearn")
 
 
 def smollm2_gguf() -> Path:

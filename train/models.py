@@ -11,7 +11,7 @@ torch-free device install can still resolve a base and check an adapter chain.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orin_unlearn.benchmarks.world import tiny_base_dir
@@ -55,6 +55,16 @@ def base_digest(base_dir: str | Path) -> dict[str, str]:
 
 def adapter_digest(adapter_dir: str | Path) -> str:
     return sha256_dir(adapter_dir, "adapter_*")
+
+
+def identity(base_dir: str | Path, adapter_dirs: Sequence[str | Path] = (), dtype: str = "float32") -> dict:
+    """What a torch model's outputs depend on: the base's weights and tokenizer, the adapters on
+    it in order, the dtype it runs in. The key its cached replies and scores are stored under."""
+    return {
+        "base": base_digest(base_dir),
+        "adapters": [adapter_digest(a) for a in adapter_dirs],
+        "dtype": dtype,
+    }
 
 
 def check_chain(base_dir: str | Path, adapter_dirs: list[str | Path], allow_failed: bool = True) -> None:

@@ -1,9 +1,10 @@
 """The world stage of a run directory: the exact prompts of a concept's split, as JSONL files.
 
 RUN/world/ holds forget / neighbour / retain (train templates) and heldout_forget /
-heldout_neighbour / heldout_retain (held-out templates), one `Prompt` a line, the catalogue they
-were built from (catalogue.json: the shipped one or the operator's, its source's sha256 in the
-manifest), and a manifest. It is written once (`orin-unlearn world prompts`, or the unlearn recipe on a fresh run); every
+heldout_neighbour / heldout_retain (held-out templates), one `Prompt` a line, the item bank
+(items.jsonl, `items.py`: what the knowledge scorer ranks; its sha256 in the manifest), the
+catalogue they were built from (catalogue.json: the shipped one or the operator's, its source's
+sha256 in the manifest), and a manifest. It is written once (`orin-unlearn world prompts`, or the unlearn recipe on a fresh run); every
 later stage reads its prompts back from it, so what a run trained and measured on is what its
 files say, not what the catalogue and templates would generate today.
 
@@ -27,7 +28,10 @@ from orin_unlearn.benchmarks.world.catalogue import (
     catalogue_sha256,
     load_catalogue,
 )
+from orin_unlearn.benchmarks.world.items import ITEMS, Item, build_items, read_items, write_items
+from orin_unlearn.benchmarks.world.items import counts as item_counts
 from orin_unlearn.benchmarks.world.own import HELDOUT_FRACTION, own_concept, own_splits
+from orin_unlearn.benchmarks.world.own_items import own_items
 from orin_unlearn.benchmarks.world.prompts import Prompt, build_prompts, read_jsonl, write_jsonl
 from orin_unlearn.benchmarks.world.splits import SETS, Splits, split_prompts
 from orin_unlearn.edge.errors import ManifestError
@@ -44,6 +48,7 @@ from orin_unlearn.edge.formats import (
 log = logging.getLogger(__name__)
 
 WORLD = "world"
+ITEMS_STAGE = "items"  # a bank written on its own (`orin-unlearn world items`)
 CATALOGUE = "catalogue.json"
 MIN_FORGET_PROMPTS = 20  # fewer cannot be split into a train set and a held-out set worth measuring
 
@@ -118,10 +123,12 @@ def write_world(
         catalogue = load_catalogue(catalogue_path)
         splits = build_splits(concept, catalogue)
     warnings = check_splits(splits)
+    bank = build_bank(concept, catalogue, own, seed)
     counts: dict[str, int] = {}
     with stage_dir(out, WORLD) as tmp:
         if catalogue is not None:
             write_json_atomic(tmp / CATALOGUE, catalogue.to_json())
+        write_items(bank, tmp / ITEMS)
         for name in SETS:
             for split, prefix in (("train", ""), ("heldout", "heldout_")):
                 prompts = splits.get(name, split)
@@ -129,6 +136,8 @@ def write_world(
                 counts[f"{prefix}{name}"] = len(prompts)
         inputs = {p.name: sha256_file(p) for p in sorted(tmp.glob("*.jsonl"))}
         results = {
+            "items": item_counts(bank),
+            "items_sha256": inputs[ITEMS],
             "concept": splits.concept.name,
             "kind": splits.concept.kind,
             "films": len(splits.catalogue),
@@ -145,6 +154,33 @@ def write_world(
         config |= {"own": {k: str(v) for k, v in own.items() if v}, "seed": seed} if own else {}
         write_manifest(tmp, make_manifest(WORLD, inputs, config, results, True))
     return results
+
+
+def build_bank(
+    concept: str, catalogue: Catalogue | None, own: dict[str, str | Path] | None, seed: int
+) -> list[Item]:
+    """The item bank of a world: from your own prompt files, else from the catalogue."""
+    if own:
+        return own_items(own_concept(concept).name, own, seed)
+    return build_items(catalogue, catalogue.concept(concept), seed)
+
+
+def load_items(folder: str | Path) -> tuple[list[Item], str]:
+    """(items, sha256 of the items file) of a world stage or an items stage, verified first."""
+    folder = Path(folder)
+    if (folder / WORLD / ITEMS).is_file():  # a run directory: its world stage
+        folder = folder / WORLD
+    manifest = verify_stage(folder)
+    if (
+        manifest is None
+        or manifest.get("stage") not in (WORLD, ITEMS_STAGE)
+        or not (folder / ITEMS).is_file()
+    ):
+        raise ManifestError(
+            f"{folder} holds no item bank: write one with `orin-unlearn world items --concept C --out DIR` "
+            "(a world stage written by `orin-unlearn world prompts` holds one too)"
+        )
+    return read_items(folder / ITEMS), sha256_file(folder / ITEMS)
 
 
 def load_world(run: str | Path, concept: str | None = None) -> Splits:

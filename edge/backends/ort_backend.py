@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from orin_unlearn.edge.batching import left_pad, positions_of
+from orin_unlearn.edge.device import memory_budget
+from orin_unlearn.edge.device.installed import verify_served
+from orin_unlearn.edge.device.memory_budget import MAX_CONTEXT
 from orin_unlearn.edge.formats import verify_stage
 
 GRAPH = "model.onnx"
@@ -61,6 +64,10 @@ class GraphShape:
         if not isinstance(kv_heads, int) or not isinstance(head_dim, int):
             raise ValueError(f"KV cache heads and head size must be fixed, got shape {key.shape}")
         return cls(len(layers), kv_heads, head_dim, _NUMPY_OF[key.type], "position_ids" not in names)
+
+    def kv_bytes_per_token(self) -> int:
+        """What one token of context costs in the KV cache: key and value of every layer."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * np.dtype(self.kv_dtype).itemsize
 
     def past_names(self) -> list[str]:
         return [f"past_key_values.{i}.{kind}" for i in range(self.layers) for kind in ("key", "value")]
@@ -166,10 +173,24 @@ class OrtDecoder:
 
 
 def max_context_of(folder: Path) -> int:
-    config = folder / "config.json"
-    if not config.is_file():
+    """The model's context length: config.json's `max_position_embeddings`, a whole number of tokens
+    from 1 to `memory_budget.MAX_CONTEXT`; ValueError naming the file otherwise."""
+    path = folder / "config.json"
+    if not path.is_file():
         raise FileNotFoundError(f"{folder} has no config.json (needed for the context length)")
-    return int(json.loads(config.read_text(encoding="utf-8"))["max_position_embeddings"])
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a JSON object but {type(config).__name__}")
+    value = config.get("max_position_embeddings")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CONTEXT:
+        raise ValueError(
+            f"{path}: max_position_embeddings is {json.dumps(value)}, not a context length "
+            f"(a whole number of tokens from 1 to {MAX_CONTEXT})"
+        )
+    return value
 
 
 @dataclass
@@ -213,8 +234,10 @@ class OrtBackend:
     def from_dir(
         cls, model_dir: str | Path, providers: list[str] | None = None, threads: int | None = None
     ) -> OrtBackend:
-        """A stage folder, verified: what runs is what was measured (manifest, ok, every sha256)."""
+        """A stage folder, verified: what runs is what was measured (manifest, ok, every sha256),
+        and, inside an unpacked bundle, what the bundle's signature covers (`verify_served`)."""
         verify_stage(model_dir)
+        verify_served(model_dir)
         return cls.unverified(model_dir, providers, threads)
 
     @classmethod
@@ -225,7 +248,12 @@ class OrtBackend:
         gate, which measures a stage before its manifest exists, and for callers that verified the
         folder themselves (`verify_stage(..., allow_failed=True)` to measure a failed stage)."""
         folder = Path(model_dir)
-        return cls(OrtDecoder(folder / GRAPH, providers, threads), max_context_of(folder))
+        context = max_context_of(folder)
+        decoder = OrtDecoder(folder / GRAPH, providers, threads)
+        memory_budget.check_context(
+            context, decoder.shape.kv_bytes_per_token(), memory_budget.mem_total(), str(folder)
+        )
+        return cls(decoder, context)
 
     def greedy_batch(
         self, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], pad_id: int

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orin_unlearn.edge.batching import left_pad
+from orin_unlearn.edge.device.installed import verify_served
 from orin_unlearn.edge.formats import verify_checkpoint
 
 
@@ -36,6 +37,7 @@ class TorchBackend:
         from transformers import AutoModelForCausalLM
 
         verify_checkpoint(model_dir)
+        verify_served(model_dir)  # inside an unpacked bundle: what its signature covers
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device).eval()
         return cls(model, model.config.max_position_embeddings)
 

@@ -6,10 +6,16 @@ unpack it there verified.
         [--stage adapter --stage export/onnx-int4]
     orin-unlearn bundle --unpack kiosk.tar --into /opt/orin-unlearn/demo --trust kiosk.pub
 
-Only stages that pass `verify_stage` are packed (manifest ok, every file as measured).
-`bundle.json` (first in the tar) lists every file with its size and sha256; with `--sign` the
-second member, `bundle.json.sig`, is an Ed25519 signature over the exact bytes of `bundle.json`.
-`OUT` ending in .gz/.tgz, .bz2 or .xz is compressed. Unpacking is in edge/device/unpack.py.
+Only stages that pass verification are packed (manifest ok, every file as measured, no links),
+whatever the flags: `--trust-unverified` never lets a bundle carry an unverified stage.
+`bundle.json` (first in the tar) lists every file with its size and sha256, and the bundle's
+version (`--bundle-version`, default the packing time in seconds: a number that only grows, so
+unpack refuses an older bundle unless `--allow-downgrade`); with `--sign` the second member,
+`bundle.json.sig`, is an Ed25519 signature over the exact bytes of `bundle.json`. `OUT` ending in
+.gz/.tgz, .bz2 or .xz is compressed. Unpacking is in edge/device/unpack.py; `--verify`, and what
+ties a served folder or engine to the bundle, in edge/device/installed.py.
+
+    orin-unlearn bundle --verify /opt/orin-unlearn/demo --model /opt/orin-unlearn/engine
 """
 
 from __future__ import annotations
@@ -26,9 +32,17 @@ from typing import Any
 
 from orin_unlearn.edge.device import keys
 from orin_unlearn.edge.device.bundle_index import INDEX, SIGNATURE, parse_index, safe_name
-from orin_unlearn.edge.device.unpack import DEFAULT_MAX_BYTES, Unpacked, unpack, verify_installed
+from orin_unlearn.edge.device.installed import verify_installed
+from orin_unlearn.edge.device.unpack import DEFAULT_MAX_BYTES, Unpacked, unpack
 from orin_unlearn.edge.errors import BundleError, ManifestError
-from orin_unlearn.edge.formats import MANIFEST, TMP_MARK, clean_litter, sha256_file, verify_stage
+from orin_unlearn.edge.formats import (
+    MANIFEST,
+    TMP_MARK,
+    clean_litter,
+    read_manifest,
+    sha256_file,
+    stage_problems,
+)
 
 __all__ = ["INDEX", "SIGNATURE", "BundleError", "Unpacked", "main", "pack", "unpack"]
 
@@ -43,14 +57,17 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
 
 
 def _stage_files(run_dir: Path, stage: str) -> dict[str, dict[str, Any]]:
-    """{name in the bundle: {size, sha256}} of a stage that passes `verify_stage`."""
+    """{name in the bundle: {size, sha256}} of a stage that passes verification; never under
+    --trust-unverified (`stage_problems` directly, not `verify_stage`, which would only warn)."""
     folder = run_dir / stage
     try:
-        manifest = verify_stage(folder)
+        manifest = read_manifest(folder)
+        problems = stage_problems(folder, manifest)
     except ManifestError as e:
         raise BundleError(f"not packing {stage}: {e}") from None
-    if manifest is None:  # --trust-unverified elsewhere in this process: still never pack it
-        raise BundleError(f"not packing {stage}: {folder} has no readable {MANIFEST}")
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise BundleError(f"not packing {stage}: {problems[0]}{more}")
     files = {f"{stage}/{n}": {"size": e["size"], "sha256": e["sha256"]} for n, e in manifest["files"].items()}
     path = folder / MANIFEST
     files[f"{stage}/{MANIFEST}"] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
@@ -62,9 +79,11 @@ def pack(
     out: str | Path,
     stages: tuple[str, ...] | list[str] = DEFAULT_STAGES,
     sign: str | Path | None = None,
+    version: int | None = None,
 ) -> dict[str, Any]:
-    """Write `out` (a tar) holding `stages` of `run_dir`, the index and, with `sign` (a private
-    key file), its signature; returns the index. Raises BundleError naming the stage or file."""
+    """Write `out` (a tar) holding `stages` of `run_dir`, the index (with `version`, default the
+    time in seconds) and, with `sign` (a private key file), its signature; returns the index.
+    Raises BundleError naming the stage or file."""
     run_dir, out = Path(run_dir), Path(out)
     key = keys.load_private_key(sign) if sign else None  # a bad key fails before any hashing
     if not stages or not all(safe_name(s) for s in stages):
@@ -74,6 +93,7 @@ def pack(
         files.update(_stage_files(run_dir, stage))
     index = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "version": int(time.time()) if version is None else version,
         "stages": list(stages),
         "files": files,
     }
@@ -107,6 +127,10 @@ def parse_size(text: str) -> int:
     return int(match[1]) << (10 * " KMGT".index(match[2].upper() or " "))
 
 
+def origin_of(done: Unpacked) -> str:
+    return f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="orin-unlearn bundle", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,9 +144,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--unpack", help="bundle to verify and extract")
     parser.add_argument("--into", help="folder to extract into: empty, absent or an earlier bundle")
     parser.add_argument(
-        "--verify", metavar="DIR", help="check an unpacked bundle again (signature, every sha256); the kiosk "
-        "service runs this before each start"
+        "--verify", metavar="DIR", help="check an unpacked bundle again (signature under the trusted key, "
+        "required; every sha256); the kiosk service runs this before each start"
     )  # fmt: skip
+    parser.add_argument(
+        "--model", help="with --verify: also check that this folder, given to `serve --model`, is covered by "
+        "the bundle (one of its stages, or an engine built from its graph with its tokenizer and template)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--bundle-version", type=int, help="the version written into the index (default: the time in "
+        "seconds); unpack refuses a bundle older than the one it would replace"
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-downgrade", action="store_true", help="unpack a bundle older than the one in --into"
+    )
     parser.add_argument(
         "--trust", help=f"public key the bundle must be signed by (default ${keys.TRUST_ENV}, then "
         f"{keys.INSTALLED_TRUST_KEY} if installed)"
@@ -132,20 +167,23 @@ def main(argv: list[str]) -> int:
         help="refuse a bundle that would write more than this (default 64G)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.model and not args.verify:
+        parser.error("--model goes with --verify")
     if args.verify:
-        done = verify_installed(args.verify, trust=args.trust)
-        origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
-        print(f"verified {len(done.index['files'])} files in {args.verify} ({origin})")
+        done = verify_installed(args.verify, trust=args.trust, model=args.model)
+        served = f"; {args.model} is covered by it" if args.model else ""
+        print(f"verified {len(done.index['files'])} files in {args.verify} ({origin_of(done)}){served}")
     elif args.unpack:
         if not args.into:
             parser.error("--unpack needs --into")
-        done = unpack(args.unpack, args.into, trust=args.trust, max_bytes=args.max_bytes)
-        origin = f"signed by key {done.key_sha256[:16]}" if done.key_sha256 else "origin NOT verified"
-        print(f"verified {len(done.index['files'])} files into {args.into} ({origin})")
+        done = unpack(
+            args.unpack, args.into, args.trust, max_bytes=args.max_bytes, allow_downgrade=args.allow_downgrade
+        )
+        print(f"verified {len(done.index['files'])} files into {args.into} ({origin_of(done)})")
     else:
         if not (args.run and args.out):
             parser.error("packing needs RUN_DIR and --out")
-        index = pack(args.run, args.out, tuple(args.stage or DEFAULT_STAGES), sign=args.sign)
+        index = pack(args.run, args.out, tuple(args.stage or DEFAULT_STAGES), args.sign, args.bundle_version)
         signed = "signed" if args.sign else "unsigned"
         print(
             f"packed {len(index['files'])} files of {', '.join(index['stages'])} into {args.out} ({signed})"

@@ -1,8 +1,9 @@
 """What a bundle is made of, checked before anything is written: the index `bundle.json`, its
 signature member, and how an unpacked bundle is told apart from a folder of someone's files.
 
-`bundle.json` is the tar's first member: the stages and the size and sha256 of every file, each
-under one stage folder. `bundle.json.sig`, when the bundle is signed, is the second member: an
+`bundle.json` is the tar's first member: the stages, the size and sha256 of every file, each
+under one stage folder, and a version (a number that only grows: unpacking an older bundle over
+a newer one is refused). `bundle.json.sig`, when the bundle is signed, is the second member: an
 Ed25519 signature over the exact bytes of the first (edge/device/keys.py). Unpacking writes both next
 to the stages, so a folder holding a `bundle.json` that lists every other file in it is an
 earlier bundle of ours, which unpacking may replace; anything else there is refused.
@@ -13,17 +14,23 @@ earlier bundle of ours, which unpacking may replace; anything else there is refu
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from orin_unlearn.edge.device import keys
 from orin_unlearn.edge.errors import BundleError
 from orin_unlearn.edge.formats import MANIFEST
 
+log = logging.getLogger(__name__)
+
 INDEX = "bundle.json"
 SIGNATURE = "bundle.json.sig"
-MAX_INDEX_BYTES = 16 << 20  # an index lists a few hundred files at most
+MAX_INDEX_BYTES = 1 << 20  # an index lists a few hundred files, about 150 bytes each
 MAX_SIGNATURE_BYTES = 64 << 10
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -47,6 +54,8 @@ def parse_index(data: bytes, where: str) -> dict[str, Any]:
         index = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{where} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BundleError(f"{where} nests too deeply to be an index") from None
     if not isinstance(index, dict):
         raise BundleError(f"{where} is not a JSON object but {type(index).__name__}")
     stages, files = index.get("stages"), index.get("files")
@@ -58,6 +67,9 @@ def parse_index(data: bytes, where: str) -> dict[str, Any]:
         raise BundleError(
             f"{where}: 'stages' is {json.dumps(stages)[:60]}, not a list of relative folder names"
         )
+    version = index.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise BundleError(f"{where}: 'version' is {json.dumps(version)[:60]}, not a whole number >= 0")
     if len(set(stages)) != len(stages) or any(
         a != b and b.startswith(f"{a}/") for a in stages for b in stages
     ):
@@ -80,6 +92,38 @@ def parse_index(data: bytes, where: str) -> dict[str, Any]:
 
 def total_bytes(index: dict[str, Any]) -> int:
     return sum(entry["size"] for entry in index["files"].values())
+
+
+def version_of(index: dict[str, Any]) -> int:
+    """The bundle's version (0 for a bundle packed before versions existed)."""
+    return int(index.get("version", 0))
+
+
+def check_origin(
+    where: Path, data: bytes, sig: bytes | None, trusted: Ed25519PublicKey | None, trusted_path: Path | None
+) -> str | None:
+    """The signer's key sha256 when `trusted` (read from `trusted_path`) vouches for `data`; None
+    when no key is trusted. Raises BundleError for an unsigned or wrongly signed bundle (`where`: a
+    bundle file or an unpacked folder), or a malformed signature."""
+    name = f"{where}:{SIGNATURE}"
+    if trusted is None:
+        if sig is not None:
+            keys.read_signature(sig, name)
+        return None
+    if sig is None:
+        raise BundleError(f"{where} is not signed; refusing it under the trusted key {trusted_path}")
+    return keys.verify(trusted, data, sig, name)
+
+
+def warn_unverified(where: Path, sig: bytes | None) -> None:
+    signed = "unsigned"
+    if sig is not None:
+        signed = f"signed by key {keys.read_signature(sig, str(where))['key_sha256'][:16]}, not checked"
+    log.warning(
+        "the origin of %s is NOT verified (%s; no --trust key, no $%s, no %s): "
+        "checksums catch corruption, not tampering",
+        where, signed, keys.TRUST_ENV, keys.INSTALLED_TRUST_KEY,
+    )  # fmt: skip
 
 
 def foreign_entries(folder: str | Path) -> tuple[list[str], str]:

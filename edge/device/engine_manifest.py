@@ -3,8 +3,11 @@
 A plan only runs on the GPU model and TensorRT version it was built with, and on a Jetson the L4T
 release pins the CUDA and driver stack beneath it. `stamp` records those facts next to the plan;
 `check_matches` compares them with the device at load time and refuses with every mismatch named,
-rather than failing deep inside deserialisation. Every hardware query is a plain function that
-`device_info` takes as an argument, so tests pass fake values and need no GPU.
+rather than failing deep inside deserialisation. `stamp` also records the graph the plan was
+built from (its absolute path, and the sha256 of the graph and of its external weights), which
+ties the engine to the signed bundle that graph came from (edge/device/installed.py). Every
+hardware query is a plain function that `device_info` takes as an argument, so tests pass fake
+values and need no GPU.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ from orin_unlearn.edge.errors import DeviceMismatchError, ManifestError
 from orin_unlearn.edge.formats import make_manifest, sha256_file, write_manifest
 
 PLAN = "model.plan"
+# What an engine build copies from the graph's folder next to the plan (export/trt_build.py's
+# SERVING_FILES): what the runtime reads besides the weights, checked against the signed bundle.
+SERVED_COPIES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "kiosk.json",
+)
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
 # CUdevice_attribute values from cuda.h.
 _CC_MAJOR, _CC_MINOR = 75, 76
@@ -124,8 +138,9 @@ def stamp(
     `build_settings` is recorded as the stage config; its "profiles" entry (a list of
     `ProfileSpec.as_dict()`) is also copied to the top level.
     """
-    engine_dir = Path(engine_dir)
+    engine_dir, onnx_path = Path(engine_dir), Path(onnx_path).resolve()
     onnx_sha256 = sha256_file(onnx_path)
+    data = external_data(onnx_path)
     plan = engine_dir / PLAN
     results: dict[str, Any] = {}
     if plan.is_file():
@@ -135,9 +150,16 @@ def stamp(
         device=device.as_dict(),
         onnx=str(onnx_path),
         onnx_sha256=onnx_sha256,
+        onnx_data_sha256=sha256_file(data) if data.is_file() else None,
         profiles=list(build_settings.get("profiles", [])),
     )
     return write_manifest(engine_dir, manifest)
+
+
+def external_data(onnx_path: str | Path) -> Path:
+    """Where a graph keeps its external weights: `<name>_data` beside it (model.onnx_data)."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.name + "_data")
 
 
 def write_bytes_atomic(path: Path, data: Any) -> None:

@@ -15,8 +15,11 @@ out-of-memory kill on a kiosk takes the desktop with it). Estimates, all stated 
   also held as bytes, so that copy counts instead of the KV cache and activations, whichever is
   larger.
 
-`check` raises MemoryBudgetError naming both numbers and what to do instead (the int8/int4
-onnxruntime variants, a smaller model, a shorter context). Pure Python: runs anywhere.
+A served context is bounded too: `check_context` refuses a `max_position_embeddings` whose full
+KV cache this machine's memory (MemTotal) could never hold, and `MAX_CONTEXT` bounds any context
+length read from a file. `check` raises MemoryBudgetError naming both numbers and what to do
+instead (the int8/int4 onnxruntime variants, a smaller model, a shorter context). Pure Python:
+runs anywhere.
 
     from orin_unlearn.edge.device.memory_budget import ModelMemory, check, mem_available, run_need
 
@@ -42,6 +45,7 @@ GIB = 1024**3
 DTYPE_BYTES: dict[str, float] = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int4": 0.5}
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
 WEIGHT_FILES = ("model.plan", "model.onnx", "model.onnx_data")
+MAX_CONTEXT = 1 << 24  # tokens; no released model comes near it, so a larger context is a bad file
 ADVICE = (
     "use the int8/int4 ONNX variant with onnxruntime (`orin-unlearn export ... --variants int8,int4`, "
     "then `orin-unlearn serve --model .../onnx-int4`), a smaller model (e.g. Qwen2.5-1.5B or 0.5B) or a "
@@ -82,6 +86,30 @@ def mem_available(root: str | Path = "/") -> int | None:
     except OSError:
         return None
     return parse_meminfo(text).get("MemAvailable")
+
+
+def mem_total(root: str | Path = "/") -> int | None:
+    """MemTotal in bytes from `root`/proc/meminfo, or None when it cannot be read."""
+    try:
+        text = (Path(root) / "proc" / "meminfo").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return parse_meminfo(text).get("MemTotal")
+
+
+def check_context(context: int, kv_bytes_per_token: int, total: int | None, model: str = "the model") -> None:
+    """Raise MemoryBudgetError when the KV cache of a full `context` cannot fit in `total` bytes
+    (this machine's memory; None: unknown, no check): such a conversation would end in an
+    out-of-memory kill rather than a refusal."""
+    need = context * kv_bytes_per_token
+    if total is None or need <= total:
+        return
+    raise MemoryBudgetError(
+        f"{model}: a full context of {context} tokens (max_position_embeddings) needs a KV cache of "
+        f"{gib(need)}, more than this machine's {gib(total)} of memory: {ADVICE}",
+        need,
+        total,
+    )
 
 
 def kv_cache_bytes(

@@ -3,8 +3,9 @@
     orin-unlearn bundle --unpack kiosk.tar[.gz] --into /opt/orin-unlearn/demo --trust kiosk.pub
 
 In order: the trusted key is loaded; `--into` must be empty, absent or an earlier bundle (never
-someone's files); the tar is read as a stream (plain, gz, bz2 or xz), the index first and its
-signature checked; the index's total must fit `max_bytes` and the free disk; each member is
+someone's files); the tar is read as a stream (plain, gz, bz2 or xz) with bounded memory
+(`tar_stream`), the index first and its signature checked; the bundle must not be older than
+the one it replaces; the index's total must fit `max_bytes` and the free disk; each member is
 hashed as it is copied and stops at the size the index lists, so no file grows past what was
 signed; every stage's manifest must then be ok and list exactly those files (`verify_stage`'s
 checks, without hashing twice). Only then does the new folder replace the
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import lzma
 import os
 import shutil
@@ -27,24 +27,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from orin_unlearn.edge.device import keys
 from orin_unlearn.edge.device.bundle_index import (
     INDEX,
     MAX_INDEX_BYTES,
     MAX_SIGNATURE_BYTES,
     SIGNATURE,
+    check_origin,
     foreign_entries,
     parse_index,
     refuse_foreign,
     safe_name,
     total_bytes,
+    version_of,
+    warn_unverified,
 )
+from orin_unlearn.edge.device.tar_stream import BoundedStream, BoundedTarInfo, body_bytes, head_bytes
 from orin_unlearn.edge.errors import BundleError, ManifestError
-from orin_unlearn.edge.formats import MANIFEST, clean_litter, read_manifest, sha256_file, stage_dir
-
-log = logging.getLogger(__name__)
+from orin_unlearn.edge.formats import MANIFEST, clean_litter, read_manifest, stage_dir
 
 DEFAULT_MAX_BYTES = 64 << 30
 CHUNK = 1 << 20
@@ -65,33 +65,6 @@ def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, where
     if src is None:
         raise BundleError(f"{where} has no data")
     return src.read(limit + 1)
-
-
-def _check_origin(
-    bundle: Path, data: bytes, sig: bytes | None, trusted: Ed25519PublicKey | None, trusted_path: Path | None
-) -> str | None:
-    """The signer's key sha256 when `trusted` (read from `trusted_path`) vouches for `data`; None
-    when no key is trusted. Raises BundleError for an unsigned or wrongly signed bundle, or a
-    malformed signature."""
-    where = f"{bundle}:{SIGNATURE}"
-    if trusted is None:
-        if sig is not None:
-            keys.read_signature(sig, where)
-        return None
-    if sig is None:
-        raise BundleError(f"{bundle} is not signed; refusing it under the trusted key {trusted_path}")
-    return keys.verify(trusted, data, sig, where)
-
-
-def _warn_unverified(bundle: Path, sig: bytes | None) -> None:
-    signed = "unsigned"
-    if sig is not None:
-        signed = f"signed by key {keys.read_signature(sig, str(bundle))['key_sha256'][:16]}, not checked"
-    log.warning(
-        "the origin of %s is NOT verified (%s; no --trust key, no $%s, no %s): "
-        "checksums catch corruption, not tampering",
-        bundle, signed, keys.TRUST_ENV, keys.INSTALLED_TRUST_KEY,
-    )  # fmt: skip
 
 
 class _Budget:
@@ -190,19 +163,42 @@ def check_stage_against_index(folder: Path, stage: str, index: dict[str, Any]) -
         raise ManifestError(f"refusing {root}: {problems[0]}{more}")
 
 
+def installed_version(into: Path) -> int | None:
+    """The version of the bundle unpacked in `into`, or None when it holds none (or an unreadable one)."""
+    try:
+        return version_of(parse_index((into / INDEX).read_bytes(), str(into / INDEX)))
+    except (OSError, BundleError):
+        return None
+
+
+def check_version(bundle: Path, index: dict[str, Any], into: Path, allow_downgrade: bool) -> None:
+    """Raise BundleError when `bundle` is older than the bundle already unpacked in `into`: an old,
+    validly signed bundle (one from before the unlearning, say) must not replace a newer one."""
+    new, old = version_of(index), installed_version(into)
+    if old is not None and new < old and not allow_downgrade:
+        raise BundleError(
+            f"{bundle} is version {new}, older than version {old} unpacked in {into}; refusing the "
+            "downgrade (--allow-downgrade installs it anyway)"
+        )
+
+
 def unpack(
     bundle: str | Path,
     into: str | Path,
     trust: str | Path | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    allow_downgrade: bool = False,
 ) -> Unpacked:
     """Verify `bundle` and put its stages in `into`, replacing an earlier bundle there atomically.
 
     `trust` is the trusted public key (default: $ORIN_UNLEARN_TRUST_KEY, else the installed
-    /etc/orin-unlearn/trusted.pub, else none: checksums only, with a warning). Raises BundleError
-    naming the file for a missing or malformed key, a target holding other files, an unreadable,
-    truncated, unsigned, wrongly signed, oversized, corrupt or partial bundle, or a stage that
-    fails `verify_stage`; `into` is then left as it was.
+    /etc/orin-unlearn/trusted.pub, else none: checksums only, with a warning). Until the signature
+    is checked, at most the index, the signature and a few header blocks are read (`tar_stream`);
+    after it, at most what the index lists plus header slack. Raises BundleError naming the file
+    for a missing or malformed key, a target holding other files, an unreadable, truncated,
+    unsigned, wrongly signed, oversized, corrupt or partial bundle, a header bomb, a bundle older
+    than the one in `into` (unless `allow_downgrade`), or a stage that fails `verify_stage`;
+    `into` is then left as it was.
     """
     bundle, into = Path(bundle), Path(into)
     trusted_path = keys.trusted_key_path(trust)
@@ -213,16 +209,21 @@ def unpack(
     clean_litter(into.parent)  # may put back an earlier bundle a killed unpack had moved aside
     refuse_foreign(into)
     try:
-        with tarfile.open(bundle, "r|*") as tar:
+        with (
+            BoundedStream(bundle, head_bytes(MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES)) as stream,
+            tarfile.open(str(bundle), "r|", fileobj=stream, tarinfo=BoundedTarInfo) as tar,
+        ):
             members = iter(tar)
             data, sig, rest = _read_head(bundle, tar, members)
-            signer = _check_origin(bundle, data, sig, trusted, trusted_path)
+            signer = check_origin(bundle, data, sig, trusted, trusted_path)
             index = parse_index(data, f"{bundle}:{INDEX}")
             total = total_bytes(index)
             if total > max_bytes:
                 raise BundleError(
                     f"{bundle}: {INDEX} lists {total} bytes, more than the cap of {max_bytes} (--max-bytes)"
                 )
+            check_version(bundle, index, into, allow_downgrade)
+            stream.allow(body_bytes(total, len(index["files"])))
             into.parent.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(into.parent).free
             if total > free:
@@ -242,44 +243,5 @@ def unpack(
     except OSError as e:
         raise BundleError(f"unpacking {bundle} into {into} failed: {e}") from None
     if signer is None:
-        _warn_unverified(bundle, sig)
-    return Unpacked(index, signer)
-
-
-def verify_installed(folder: str | Path, trust: str | Path | None = None) -> Unpacked:
-    """Check an unpacked bundle again, as the kiosk does before every start: the signature of
-    its `bundle.json` (under the trusted key, resolved as for `unpack`), every listed file's size
-    and sha256, nothing else in the folder, and every stage's own manifest.
-
-    Raises BundleError naming the first file that differs; `folder` is only read.
-    """
-    folder = Path(folder)
-    trusted_path = keys.trusted_key_path(trust)
-    trusted = keys.load_public_key(trusted_path) if trusted_path is not None else None
-    try:
-        data = (folder / INDEX).read_bytes()
-    except OSError as e:
-        raise BundleError(f"{folder} is not an unpacked bundle: {e}") from None
-    sig_path = folder / SIGNATURE
-    sig = sig_path.read_bytes() if sig_path.is_file() else None
-    signer = _check_origin(folder, data, sig, trusted, trusted_path)
-    index = parse_index(data, str(folder / INDEX))
-    foreign, _ = foreign_entries(folder)
-    if foreign:
-        raise BundleError(f"{folder} holds {len(foreign)} file(s) not in its {INDEX}, e.g. {foreign[:3]}")
-    for name, want in index["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise BundleError(f"{path} is missing")
-        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
-            raise BundleError(
-                f"{path} does not match its size and sha256 in {INDEX}: altered since unpacking"
-            )
-    for stage in index["stages"]:
-        try:
-            check_stage_against_index(folder, stage, index)
-        except ManifestError as e:
-            raise BundleError(str(e)) from None
-    if signer is None:
-        _warn_unverified(folder, sig)
+        warn_unverified(bundle, sig)
     return Unpacked(index, signer)

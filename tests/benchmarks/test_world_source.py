@@ -183,7 +183,7 @@ def test_training_data_evaluates_the_edited_prompts(edited):
 
 
 def test_the_quality_bench_measures_the_edited_prompts(edited):
-    ev = quality_bench.evaluation_of(edited["run"], None)
+    ev = quality_bench.evaluation_of(edited["run"], None, free_text=True)
     for name in ("forget", "retain"):
         assert edited["texts"][name] in questions(ev["sets"][name])
 
@@ -192,7 +192,7 @@ def test_the_export_gate_measures_the_edited_prompts(edited, monkeypatch):
     from orin_unlearn.export import pipeline
     from orin_unlearn.train.models import load_model
 
-    monkeypatch.setattr(pipeline.Evaluation, "measure", lambda self, chat, label: ({}, []))
+    monkeypatch.setattr(pipeline.Evaluation, "measure", lambda self, chat, label, *more: ({}, []))
     run = edited["run"]
     evaluation = pipeline.reference_evaluation(
         load_model(tiny_base_dir()), tiny_base_dir(), [run / "adapter"], None

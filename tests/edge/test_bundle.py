@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -258,3 +259,34 @@ def test_missing_or_malformed_key_files_are_one_line(run, tmp_path, capsys, flag
     assert main([*argv, flag, str(key)]) == 2
     assert str(key) in error_line(capsys)
     assert not (tmp_path / "new.tar").exists() and not (tmp_path / "device").exists()
+
+
+# Issue 30, finding 6: no flag packs an unverified stage, and --verify needs a trusted key.
+
+
+def test_trust_unverified_never_packs_a_stage_that_fails_verification(run, tmp_path, capsys):
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"\x02" * 64)  # after its manifest
+    argv = ["--trust-unverified", "bundle", str(run), "--out", str(tmp_path / "k.tar")]
+    assert cli.main(argv) == 2
+    assert "not packing adapter: " in error_line(capsys)
+    assert not (tmp_path / "k.tar").exists()
+
+
+def test_verify_without_a_trusted_key_fails(run, tmp_path, keypair, capsys):
+    private, public = keypair
+    pack(run, tmp_path / "k.tar", sign=private)
+    into = tmp_path / "device"
+    unpack(tmp_path / "k.tar", into, trust=public)
+    (into / SIGNATURE).unlink()  # a deleted signature: only a trusted key can notice
+    assert main(["--verify", str(into)]) == 2
+    assert "no trusted key to check" in error_line(capsys)
+
+
+def test_verify_refuses_hard_links_into_an_unpacked_bundle(run, tmp_path, keypair, capsys):
+    private, public = keypair
+    pack(run, tmp_path / "k.tar", sign=private)
+    into = tmp_path / "device"
+    unpack(tmp_path / "k.tar", into, trust=public)
+    os.link(into / "adapter" / "adapter_model.safetensors", tmp_path / "another-name")
+    assert main(["--verify", str(into), "--trust", str(public)]) == 2
+    assert "hard-linked" in error_line(capsys)

@@ -43,3 +43,34 @@ def test_unknown_concept_is_a_clear_error(tmp_path, capsys):
 def test_unlearn_config_error_exits_2(capsys):
     assert main(["unlearn", "mask", "top_k=-3"]) == 2
     assert "top_k" in capsys.readouterr().err
+
+
+def test_global_flags_count_only_before_the_command_word():
+    from orin_unlearn.edge.cli import split_flags
+
+    assert split_flags(["--debug", "--trust-unverified", "ask", "q"]) == (
+        {"--debug", "--trust-unverified"},
+        ["ask", "q"],
+    )
+    for argv in (
+        ["ask", "--model", "m", "q", "--", "--trust-unverified"],
+        ["ask", "--trust-unverified", "--model", "m", "q"],
+        ["ask", "--model", "m", "--debug"],
+    ):
+        assert split_flags(argv) == (set(), argv)
+
+
+def test_a_flag_after_the_command_word_does_not_switch_verification_off(tmp_path, capsys):
+    """`ask --model STAGE "question" -- "--trust-unverified"` asks the question "--trust-unverified";
+    the tampered stage is still refused."""
+    from orin_unlearn.edge.formats import make_manifest, write_manifest
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "model.onnx").write_bytes(b"graph")
+    write_manifest(stage, make_manifest("onnx-fp16", {}, None, {}, True))
+    (stage / "model.onnx").write_bytes(b"grapH")  # changed after it was measured
+    assert main(["ask", "--model", str(stage), "Which film?", "--", "--trust-unverified"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing" in err and "model.onnx does not match its sha256" in err
+    assert "UNVERIFIED" not in err

@@ -140,3 +140,50 @@ def test_a_stage_moved_aside_by_a_killed_swap_is_put_back(tmp_path):
     assert clean_litter(tmp_path) == []
     assert (tmp_path / "export" / "export.json").is_file()
     assert not old.exists()
+
+
+# Issue 30, finding 6: verification follows nothing and lists every folder.
+
+
+def _swap_for_link(stage, tmp_path):
+    """model.onnx replaced by a link to an identical copy elsewhere (which can change later)."""
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes((stage / "model.onnx").read_bytes())
+    (stage / "model.onnx").unlink()
+    (stage / "model.onnx").symlink_to(outside)
+
+
+def _move_and_link(folder, elsewhere):
+    folder.rename(elsewhere)
+    folder.symlink_to(elsewhere)  # the same files, reached through a link
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (_swap_for_link, "model.onnx is a link"),
+        (lambda s, t: os.link(s / "model.onnx", t / "another-name"), "model.onnx has 2 hard links"),
+        (lambda s, t: _move_and_link(s / "sub", t / "sub"), "sub is a link"),
+        (lambda s, t: (s / "dangling").symlink_to(t / "nowhere"), "dangling is a link"),
+        (lambda s, t: os.mkfifo(s / "fifo"), "fifo is not a regular file"),
+        (lambda s, t: (s / "empty").mkdir(), "empty/ is a folder the manifest does not list"),
+        (
+            lambda s, t: (t / "elsewhere").mkdir() or (s / "linked").symlink_to(t / "elsewhere"),
+            "linked is a link",
+        ),
+    ],
+    ids=[
+        "symlinked-file",
+        "hard-link",
+        "symlinked-folder",
+        "dangling-link",
+        "fifo",
+        "empty-folder",
+        "unlisted-link",
+    ],
+)
+def test_links_special_files_and_unlisted_folders_are_refused(stage, tmp_path, tamper, message):
+    tamper(stage, tmp_path)
+    with pytest.raises(ManifestError, match="refusing") as info:
+        verify_stage(stage)
+    assert message in str(info.value)

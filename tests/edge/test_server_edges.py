@@ -258,3 +258,54 @@ def test_control_tokens_in_messages_reach_the_model_as_text(recorded):
     assert tok.decode(ids, skip_special_tokens=False) == tok.render(chat)  # the typed text is all there
     first_user = ids[ids.index(start, ids.index(end)) :]
     assert tok.decode(first_user[: first_user.index(end)], skip_special_tokens=False).endswith(FORGED)
+
+
+# Issue 30, finding 6: a cut-off stream says so; DNS rebinding and framing are refused.
+
+
+def test_a_stream_cut_by_the_timeout_ends_with_an_error_event(onnx_dir):
+    from tests.edge.test_server import slow_app
+
+    app, _ = slow_app(onnx_dir, delay=0.05, timeout_s=0.5)
+    with serving(app) as base:
+        r = post(base, ask(stream=True, max_tokens=200))
+        seen = events(r)
+        assert seen[-1] == "[DONE]" and seen[-2]["error"]["code"] == "timeout", seen[-3:]
+        finishes = [c["choices"][0]["finish_reason"] for c in seen[:-1] if "choices" in c and c["choices"]]
+        assert not any(finishes), "a cut-off reply must not look finished"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.nip.io", ""])
+def test_a_foreign_host_header_is_refused(url, host):
+    for path in ("/", "/v1/models", "/healthz"):
+        r = httpx.get(f"{url}{path}", headers={"host": host}, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_host", (path, r.text)
+    r = post(url, ask(), headers={"host": host})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost:8000", "LOCALHOST", "[::1]:8000"])
+def test_loopback_host_headers_are_answered(url, host):
+    assert httpx.get(f"{url}/healthz", headers={"host": host}, timeout=10).status_code == 200
+
+
+def test_the_host_served_on_and_allowed_names_are_answered(generator):
+    app = create_app(generator, MODEL, allowed_hosts=["127.0.0.1", "kiosk.local"])
+    with serving(app) as base:
+        assert httpx.get(f"{base}/healthz", headers={"host": "kiosk.local:8000"}).status_code == 200
+        assert httpx.get(f"{base}/healthz", headers={"host": "localhost"}).status_code == 400
+
+
+def test_the_kiosk_page_may_not_be_framed_and_runs_only_its_own_script(url):
+    import base64
+    import hashlib
+    import re
+
+    r = httpx.get(f"{url}/", timeout=10)
+    policy = dict(p.strip().split(" ", 1) for p in r.headers["content-security-policy"].split(";"))
+    assert policy["frame-ancestors"] == "'none'" and r.headers["x-frame-options"] == "DENY"
+    assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
+    (script,) = re.findall(r"<script>(.*?)</script>", r.text, flags=re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert policy["script-src"] == f"'sha256-{digest}'"  # exactly the page's own script, no inline else
+    assert "unsafe" not in r.headers["content-security-policy"]

@@ -13,6 +13,7 @@ import tarfile
 import pytest
 
 from orin_unlearn.edge import cli
+from orin_unlearn.edge.device import keys
 from orin_unlearn.edge.device import unpack as unpack_module
 from orin_unlearn.edge.device.bundle import INDEX, BundleError, pack, unpack
 from orin_unlearn.edge.formats import make_manifest, write_manifest
@@ -186,3 +187,152 @@ def test_symlinks_and_directories_in_the_tar_are_refused(bundle, tmp_path):
     with pytest.raises(BundleError, match="not a plain, relative file"):
         unpack(tmp_path / "link.tar", tmp_path / "device")
     assert not (tmp_path / "device").exists()
+
+
+# Bounded memory (issue 30, finding 3): tarfile reads a long-name or PAX record whole, before
+# the signature is checked; such records are refused before they are read.
+
+HEADER_BOMB = 256 * MiB  # today's tarfile: 614 MB resident to read this one name
+
+
+def header_bomb(path, size: int = HEADER_BOMB) -> None:
+    """A .tar.xz (small on disk) whose first header is a GNU long-name record of `size` bytes."""
+    import lzma
+
+    head = tarfile.TarInfo("././@LongLink")
+    head.type, head.size = tarfile.GNUTYPE_LONGNAME, size
+    block = b"a" * MiB
+    xz = lzma.LZMACompressor(preset=0)
+    with open(path, "wb") as out:
+        out.write(xz.compress(head.tobuf(format=tarfile.GNU_FORMAT)))
+        for _ in range(size // MiB):
+            out.write(xz.compress(block))
+        out.write(xz.compress(b"\0" * 2 * tarfile.RECORDSIZE))
+        out.write(xz.flush())
+
+
+def test_a_header_bomb_is_refused_in_under_300_mb(tmp_path):
+    import subprocess
+    import sys
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure the peak resident memory")
+    header_bomb(tmp_path / "bomb.tar.xz")
+    assert (tmp_path / "bomb.tar.xz").stat().st_size < MiB
+    _, public = keys.new_keypair(tmp_path / "keys")
+    # The child's peak (VmHWM) starts as this test process's, inherited across fork: reset it first.
+    child = (
+        "import json, sys\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "from orin_unlearn.edge import cli\n"
+        "status = cli.main(sys.argv[1:])\n"
+        "peak = [int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
+        "print(json.dumps([status, peak[0]]))\n"
+    )
+    command = ["bundle", *argv(tmp_path / "bomb.tar.xz", tmp_path / "device", "--trust", public)]
+    done = subprocess.run(
+        [sys.executable, "-c", child, *command], capture_output=True, text=True, timeout=120
+    )
+    status, peak_kib = json.loads(done.stdout.splitlines()[-1])
+    assert peak_kib * 1024 < 300 * MiB, f"peak resident {peak_kib / 1024:.0f} MiB"
+    assert status == 2 and "extended tar header" in done.stderr, done.stderr
+    assert not (tmp_path / "device").exists()
+
+
+def pax_member(name: str, data: bytes, records: dict[str, str]) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size, info.pax_headers = len(data), records
+    return info, data
+
+
+def test_a_pax_record_over_the_bound_is_refused(bundle, tmp_path, capsys):
+    members = read_members(bundle)
+    with tarfile.open(tmp_path / "pax.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        info, data = pax_member(members[0][0], members[0][1], {"comment": "x" * MiB})
+        tar.addfile(info, io.BytesIO(data))
+        for name, data in members[1:]:
+            info, data = pax_member(name, data, {})
+            tar.addfile(info, io.BytesIO(data))
+    assert main(argv(tmp_path / "pax.tar", tmp_path / "device")) == 2
+    assert "an extended tar header (long name or PAX record) of" in error_line(capsys)
+    assert not (tmp_path / "device").exists()
+
+
+def test_a_chain_of_long_name_records_is_refused(bundle, tmp_path, capsys):
+    members = read_members(bundle)
+    with open(tmp_path / "chain.tar", "wb") as out:
+        for _ in range(6):  # six small long-name records, each naming the index
+            name = INDEX.encode() + b"\0"
+            head = tarfile.TarInfo("././@LongLink")
+            head.type, head.size = tarfile.GNUTYPE_LONGNAME, len(name)
+            out.write(head.tobuf(format=tarfile.GNU_FORMAT) + name.ljust(512, b"\0"))
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    assert main(argv(tmp_path / "chain.tar", tmp_path / "device")) == 2
+    assert "more than 4 extended tar headers in a row" in error_line(capsys)
+
+
+def test_long_member_names_still_round_trip(tmp_path):
+    """What pack writes for a name over 100 characters (a PAX path record) is within the bound."""
+    from tests.edge.bundles import make_run
+
+    run = make_run(tmp_path)
+    stage = run / "export" / "onnx-fp16"
+    long_name = "n" * 150 + ".json"
+    (stage / long_name).write_text("{}")
+    write_manifest(stage, make_manifest("onnx-fp16", {}, {}, {}, ok=True))
+    pack(run, tmp_path / "long.tar.xz")
+    unpack(tmp_path / "long.tar.xz", tmp_path / "device")
+    assert (tmp_path / "device" / "export" / "onnx-fp16" / long_name).read_text() == "{}"
+
+
+def test_an_xz_stream_asking_for_a_huge_decoder_is_refused(bundle, tmp_path, capsys):
+    import lzma
+
+    # a 160 MiB dictionary (xz allows 1.5 GiB): a decoder that large is refused before it is made
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 160 * MiB, "mf": lzma.MF_HC3, "nice_len": 8}]
+    (tmp_path / "big.tar.xz").write_bytes(lzma.compress(bundle.read_bytes(), filters=filters))
+    assert main(argv(tmp_path / "big.tar.xz", tmp_path / "device")) == 2
+    assert "is not a readable xz stream" in error_line(capsys)
+
+
+# Versions (issue 30, finding 6): an older, validly signed bundle never replaces a newer one.
+
+
+def test_an_older_bundle_is_refused_unless_a_downgrade_is_allowed(run, tmp_path, capsys):
+    into = tmp_path / "device"
+    pack(run, tmp_path / "v7.tar", version=7)
+    pack(run, tmp_path / "v5.tar", version=5)
+    unpack(tmp_path / "v7.tar", into)
+    before = snapshot(into)
+    assert main(argv(tmp_path / "v5.tar", into)) == 2
+    assert "is version 5, older than version 7 unpacked in" in error_line(capsys)
+    assert snapshot(into) == before
+    assert main(argv(tmp_path / "v7.tar", into)) == 0  # the same version again: a repair
+    assert main(argv(tmp_path / "v5.tar", into, "--allow-downgrade")) == 0
+    assert json.loads((into / INDEX).read_text())["version"] == 5
+
+
+def test_pack_writes_a_growing_version_by_default(run, tmp_path):
+    first = pack(run, tmp_path / "a.tar")["version"]
+    assert isinstance(first, int) and first >= 1_700_000_000  # seconds: later packs get larger ones
+    with pytest.raises(BundleError, match="'version' is -1"):
+        pack(run, tmp_path / "b.tar", version=-1)
+
+
+def test_the_decompressed_stream_stops_at_its_limit(tmp_path):
+    """Behind the header checks: whatever a tar reader asks for, no more than the limit is read."""
+    import gzip
+
+    from orin_unlearn.edge.device.tar_stream import BoundedStream
+
+    (tmp_path / "zeros.gz").write_bytes(gzip.compress(b"\0" * (16 * MiB)))
+    with BoundedStream(tmp_path / "zeros.gz", limit=MiB) as stream:
+        assert len(stream.read(MiB)) == MiB
+        with pytest.raises(BundleError, match="goes on past the 1048576 bytes"):
+            stream.read(16 * MiB)
+        stream.allow(2 * MiB)
+        assert len(stream.read(2 * MiB)) == 2 * MiB

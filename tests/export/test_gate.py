@@ -53,3 +53,34 @@ def test_raise_on_failure_names_the_variant_and_check():
     raise_on_failure("fp16", gate(metrics(0.0, 0.9), metrics(0.0, 0.9)))
     with pytest.raises(ExportGateError, match="fp16.*retain accuracy"):
         raise_on_failure("fp16", gate(metrics(0.0, 0.9), metrics(0.0, 0.5)))
+
+
+def banked(leak: float, forget: float, neighbour: float, retain: float) -> UnlearningMetrics:
+    from orin_unlearn.benchmarks.knowledge import KnowledgeMetrics, SetKnowledge
+
+    sets = {
+        name: SetKnowledge(n=300, right=right, gold_lp=-2.0)
+        for name, right in (("forget", forget), ("neighbour", neighbour), ("retain", retain))
+    }
+    return UnlearningMetrics(ForgetMetrics(n=34, leak=leak), knowledge=KnowledgeMetrics(sets))
+
+
+def test_with_an_item_bank_the_gate_reads_the_bank_not_free_text():
+    reference = banked(0.0, 0.10, 0.30, 0.35)
+    assert gate(reference, banked(0.0, 0.12, 0.28, 0.33)).ok  # two points each way is allowed
+    checks = {c.check: c.ok for c in gate(reference, banked(0.0, 0.13, 0.27, 0.35)).checks}
+    assert checks == {
+        "held-out forget leak": True,
+        "bank forget items ranked right": False,  # the knowledge comes back
+        "bank neighbour items ranked right": False,
+        "bank retain items ranked right": True,
+    }
+
+
+def test_banks_of_different_sizes_are_not_comparable():
+    from dataclasses import replace
+
+    other = banked(0.0, 0.1, 0.3, 0.3)
+    sets = dict(other.knowledge.sets, retain=replace(other.knowledge.sets["retain"], n=299))
+    with pytest.raises(ValueError, match="bank retain"):
+        gate(banked(0.0, 0.1, 0.3, 0.3), replace(other, knowledge=replace(other.knowledge, sets=sets)))

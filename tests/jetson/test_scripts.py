@@ -59,7 +59,10 @@ def test_install_service_dry_run_prints_every_step():
     serve += " --host 127.0.0.1 --port 8100 "
     assert f"\nExecStart={serve}" in out
     assert "\nUser=kioskd\nGroup=kioskd\n" in out and "\nMemoryMax=5G\n" in out
-    assert "\nExecStartPre=/opt/orin-unlearn/venv/bin/orin-unlearn bundle --verify /srv/kiosk/demo\n" in out
+    verify = (
+        "/opt/orin-unlearn/venv/bin/orin-unlearn bundle --verify /srv/kiosk/demo --model /srv/kiosk/engine"
+    )
+    assert f"\nExecStartPre={verify}\n" in out
     assert "--port, the\n" in out  # the header comment is not rewritten
     steps = [line[2:] for line in out.splitlines() if line.startswith("+ ")]
     expected = [
@@ -167,3 +170,43 @@ def test_systemd_analyze_verify(tmp_path):
     assert good.returncode == 0 and not (good.stdout + good.stderr).strip(), good.stdout + good.stderr
     broken = verify(UNIT.read_text().replace("MemoryMax=80%", "MemoryMax=lots"), tmp_path)
     assert "Invalid memory limit 'lots'" in broken.stdout + broken.stderr  # the check can fail
+
+
+def stand_in_venv(tmp_path: Path) -> Path:
+    """A venv whose orin-unlearn is this checkout's, run by this Python."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "orin-unlearn"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m orin_unlearn.edge.cli "$@"\n')
+    script.chmod(0o755)
+    return venv
+
+
+def test_install_service_refuses_a_stale_engine_and_names_the_rebuild(tmp_path, monkeypatch):
+    """Issue 30, finding 2: the installer runs the unit's own check; a stand-in engine (no TensorRT)."""
+    from orin_unlearn.edge.device.bundle import pack, unpack
+    from orin_unlearn.edge.formats import make_manifest, write_manifest
+    from tests.edge.bundles import make_run
+    from tests.edge.test_served_chain import stand_in_engine
+
+    monkeypatch.delenv("ORIN_UNLEARN_TRUST_KEY", raising=False)
+    private, public = new_keypair(tmp_path / "keys")
+    run_dir = make_run(tmp_path)
+    pack(run_dir, tmp_path / "v1.tar", sign=private, version=1)
+    bundle = tmp_path / "demo"
+    unpack(tmp_path / "v1.tar", bundle, trust=public)
+    engine = stand_in_engine(bundle / "export" / "onnx-fp16" / "model.onnx", tmp_path / "engine")
+    argv = [JETSON / "install-service.sh", "--dry-run", "--venv", stand_in_venv(tmp_path)]
+    argv += ["--bundle", bundle, "--model", engine, "--trust-key", public]
+    fresh = run(*argv)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"{engine} is covered by it" in fresh.stdout and "dry run: nothing was changed" in fresh.stdout
+    (run_dir / "export" / "onnx-fp16" / "model.onnx").write_bytes(b"the unlearned graph")
+    write_manifest(run_dir / "export" / "onnx-fp16", make_manifest("onnx-fp16", {}, {}, {}, ok=True))
+    pack(run_dir, tmp_path / "v2.tar", sign=private, version=2)
+    unpack(tmp_path / "v2.tar", bundle, trust=public)
+    stale = run(*argv)
+    assert stale.returncode == 1
+    assert "is stale" in stale.stderr and "rebuild it: orin-unlearn export engine --onnx" in stale.stderr
+    assert "install-service.sh: the kiosk would not start" in stale.stderr
+    assert "systemctl" not in stale.stdout  # refused before the unit is installed

@@ -33,15 +33,66 @@ def _leak_ratio(before: UnlearningMetrics, after: UnlearningMetrics) -> float | 
     return a / b if b > 0 else (0.0 if a == 0 else float("inf"))
 
 
+def _negated(value: float | None) -> float | None:
+    return None if value is None else -value
+
+
+def _over_control(before: UnlearningMetrics, after: UnlearningMetrics) -> float | None:
+    forget, control = after.value("bank.forget", "right"), after.value("bank.control", "right")
+    return None if forget is None or control is None else forget - control
+
+
+# the bank's 95% interval of a bar's value, printed beside it: bar -> (set, interval key)
+INTERVALS = {
+    "retain_kept": ("retain", "kept_ci"),
+    "neighbour_kept": ("neighbour", "kept_ci"),
+    "retain_delta": ("retain", "delta_ci"),
+    "neighbour_delta": ("neighbour", "delta_ci"),
+}
+
 # name -> (what it bounds, "max" or "min", value of a before/after pair)
 BARS: dict[str, tuple[str, str, Callable[[UnlearningMetrics, UnlearningMetrics], float | None]]] = {
     "leak": ("held-out forget leak", "max", lambda b, a: a.value("forget", "leak")),
     "leak_ratio": ("held-out forget leak / the base's", "max", _leak_ratio),
     "retain_drop": ("retain accuracy lost (absolute)", "max", _drop("retain")),
     "neighbour_drop": ("neighbour accuracy lost (absolute)", "max", _drop("neighbour")),
-    "retain_kept": ("base-right retain prompts still right", "min", lambda b, a: a.value("retain", "kept")),
+    "retain_kept": (
+        "base-right retain items of the bank still ranked right",
+        "min",
+        lambda b, a: a.value("bank.retain", "kept"),
+    ),
     "neighbour_kept": (
-        "base-right neighbour prompts still right",
+        "base-right neighbour items of the bank still ranked right",
+        "min",
+        lambda b, a: a.value("bank.neighbour", "kept"),
+    ),
+    "retain_delta": (
+        "change of the gold log-prob on base-right retain items (nats/token)",
+        "min",
+        lambda b, a: a.value("bank.retain", "delta"),
+    ),
+    "neighbour_delta": (
+        "change of the gold log-prob on base-right neighbour items (nats/token)",
+        "min",
+        lambda b, a: a.value("bank.neighbour", "delta"),
+    ),
+    "forget_gold_drop": (
+        "fall of the forget items' gold log-prob (nats/token)",
+        "min",
+        lambda b, a: _negated(a.value("bank.forget", "delta_all")),
+    ),
+    "forget_over_control": (
+        "forget items ranked right, minus the never-known control's rate",
+        "max",
+        _over_control,
+    ),
+    "retain_text_kept": (
+        "base-right held-out retain prompts still answered right (free text)",
+        "min",
+        lambda b, a: a.value("retain", "kept"),
+    ),
+    "neighbour_text_kept": (
+        "base-right held-out neighbour prompts still answered right (free text)",
         "min",
         lambda b, a: a.value("neighbour", "kept"),
     ),
@@ -66,6 +117,7 @@ class Check:
     value: float | None
     ok: bool
     sign: str = ""  # "<=" for a ceiling, ">=" for a floor; in the manifest so a report needs no table
+    interval: tuple[float, float] | None = None  # the value's 95% interval, where it has one
 
     def __post_init__(self) -> None:
         if not self.sign:
@@ -84,7 +136,10 @@ def check(bars: dict[str, float], before: UnlearningMetrics, after: UnlearningMe
         # EPS: rates are counts over n prompts, so 0.900 - 0.850 must meet a 0.05 bar (it is
         # 0.05000000000000004 in floats)
         ok = value is not None and (value <= limit + EPS if kind == "max" else value >= limit - EPS)
-        out.append(Check(name, meaning, limit, value, ok))
+        interval = (
+            after.value(f"bank.{INTERVALS[name][0]}", INTERVALS[name][1]) if name in INTERVALS else None
+        )
+        out.append(Check(name, meaning, limit, value, ok, interval=interval))
     return out
 
 

@@ -7,9 +7,7 @@ from rich.table import Table
 
 from orin_unlearn.benchmarks.forgetting import HEADLINE, UnlearningMetrics, measure_unlearning
 from orin_unlearn.benchmarks.run_report import check_line
-from orin_unlearn.edge.answers import BackendChat
-from orin_unlearn.edge.backends.torch_backend import TorchBackend
-from orin_unlearn.edge.tokenizer import ChatTokenizer
+from orin_unlearn.edge.answers import Chat
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import UnlearnData
 
@@ -21,16 +19,14 @@ KEPT = (
 
 
 def measure(
-    model,
-    tokenizer: ChatTokenizer,
+    chat: Chat,
     data: UnlearnData,
     cfg: UnlearnConfig,
     progress=None,
     label: str = "evaluate",
 ) -> UnlearningMetrics:
-    """Forget / neighbour / retain metrics of `model` on the held-out evaluation sets (`progress`:
-    a progress_bar to report batches to)."""
-    chat = BackendChat(TorchBackend(model), tokenizer)
+    """Forget / neighbour / retain metrics of a model's `chat` on the held-out evaluation sets
+    (`progress`: a progress_bar to report batches to)."""
 
     def answer(conversations):
         task = progress.add_task(label, total=len(conversations)) if progress is not None else None
@@ -42,6 +38,27 @@ def measure(
         )
 
     return measure_unlearning(answer, data.eval_sets, data.concept, data.catalogue, cfg.refusal)
+
+
+def bank_rows(before: UnlearningMetrics, after: UnlearningMetrics) -> list[tuple[str, str, str]]:
+    """The item bank's rows: each set's right rate, and after unlearning the share of the base's
+    right items kept and the gold log-prob change, each with its 95% interval."""
+    if after.knowledge is None:
+        return []
+    rows = []
+    for name in ("forget", "neighbour", "retain", "control"):
+        part, was = after.knowledge.sets.get(name), before.value(f"bank.{name}", "right")
+        if part is None:
+            continue
+        rows.append((f"bank {name}: ranked right", "-" if was is None else f"{was:.3f}", f"{part.right:.3f}"))
+        if part.kept is not None and name != "control":
+            lo, hi = part.kept_ci
+            rows.append(
+                (f"bank {name}: kept of {part.base_right}", "", f"{part.kept:.3f} [{lo:.2f}, {hi:.2f}]")
+            )
+            lo, hi = part.delta_ci
+            rows.append((f"bank {name}: Δ gold log-prob", "", f"{part.delta:+.3f} [{lo:+.3f}, {hi:+.3f}]"))
+    return rows
 
 
 def print_before_after(results: dict, console: Console | None = None) -> None:
@@ -56,6 +73,8 @@ def print_before_after(results: dict, console: Console | None = None) -> None:
         table.add_row(label, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
     if after.drift:
         table.add_row("KL to base, generic chat (nats/token)", "0", f"{after.drift['kl']:.4f}")
+    for label, before_cell, after_cell in bank_rows(before, after):
+        table.add_row(label, before_cell, after_cell)
     p = results["parameters"]
     table.add_row("trainable params", "", f"{p['effective']:,} ({100 * p['fraction']:.3f}%)")
     table.add_row("wall time", "", f"{results['wall_s']} s")

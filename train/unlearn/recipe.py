@@ -21,7 +21,11 @@ import torch
 from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
-from orin_unlearn.benchmarks.forgetting import UnlearningMetrics, with_kept
+from orin_unlearn.benchmarks.forgetting import with_kept
+from orin_unlearn.benchmarks.knowledge import knowledge
+from orin_unlearn.benchmarks.world.stage import load_items
+from orin_unlearn.edge.answers import BackendChat
+from orin_unlearn.edge.backends.torch_backend import TorchBackend
 from orin_unlearn.edge.formats import (
     make_manifest,
     refuse_foreign,
@@ -33,7 +37,7 @@ from orin_unlearn.edge.progress import progress_bar
 from orin_unlearn.edge.tokenizer import ChatTokenizer
 from orin_unlearn.train import models
 from orin_unlearn.train.chat_data import collate, encode_example
-from orin_unlearn.train.unlearn import bars, masked_lora, methods, model_access, probe, scores
+from orin_unlearn.train.unlearn import bars, masked_lora, methods, model_access, probe, reference, scores
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import build_data, sample
@@ -94,42 +98,6 @@ def _cached(path: Path, s: Session) -> dict[str, torch.Tensor] | None:
     if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == probe_key(s):
         return load_file(str(path))
     return None
-
-
-def stage_retain_targets(s: Session, progress: Progress) -> None:
-    """With `retain_target: base_reply`, the neighbour / retain training answers become the base's
-    own greedy replies (cached in probe/base_replies.json): the KL term then holds the model to
-    what it says itself, not to the world's templated sentences."""
-    cfg = s.cfg
-    if cfg.retain_target != "base_reply":
-        return
-    from orin_unlearn.edge.answers import BackendChat
-    from orin_unlearn.edge.backends.torch_backend import TorchBackend
-
-    conversations = [list(m) for m, _ in s.data.neighbour + s.data.retain]
-    key = {
-        "base": models.base_digest(s.base_dir),
-        "previous": [models.adapter_digest(a) for a in cfg.previous_adapters],
-        "dtype": cfg.dtype,
-        "max_new_tokens": cfg.eval_max_new_tokens,
-        "conversations": conversations,
-    }
-    path = s.run / "probe" / "base_replies.json"
-    cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if cached.get("key") == key:
-        replies = cached["replies"]
-    else:
-        task = progress.add_task("base replies", total=len(conversations))
-        replies = BackendChat(TorchBackend(s.model), s.tokenizer).answer_batch(
-            conversations,
-            batch_size=cfg.eval_batch_size,
-            max_new_tokens=cfg.eval_max_new_tokens,
-            on_batch=lambda n: progress.advance(task, n),
-        )
-        write_json_atomic(path, {"key": key, "replies": replies})
-    n = len(s.data.neighbour)
-    s.data.neighbour = [(m, r) for (m, _), r in zip(s.data.neighbour, replies[:n], strict=True)]
-    s.data.retain = [(m, r) for (m, _), r in zip(s.data.retain, replies[n:], strict=True)]
 
 
 def stage_probe(s: Session, progress: Progress) -> dict[str, torch.Tensor]:
@@ -273,7 +241,7 @@ def run_unlearning(
     (s.run / "probe").mkdir(parents=True, exist_ok=True)
     with progress_bar(disable=not state.is_main_process) as progress:
         with state.main_process_first():  # the other processes then read its cache
-            stage_retain_targets(s, progress)
+            reference.stage_retain_targets(s, progress)
             stats = stage_probe(s, progress)
         if until == "probe":
             return {"stage": "probe"}
@@ -285,7 +253,10 @@ def run_unlearning(
         if until == "mask":
             return {"stage": "mask", "layers": sorted(mask)}
         with state.main_process_first():
-            before = measure_base(s, progress)
+            items, items_sha = load_items(s.run)
+            before = reference.measure_base(s, progress)
+            base_bank = reference.base_scores(s, items)
+            before = replace(before, knowledge=knowledge(items, base_bank, None, cfg.seed, items_sha))
         digests = model_access.weight_digests(s.model)
         method = methods.METHODS[cfg.method]
         trained = method.train(s, mask, stats, score, progress)
@@ -312,8 +283,12 @@ def run_unlearning(
         results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
     results["before"] = before.to_json()
     with progress_bar() as progress:
-        after = measure(model, s.tokenizer, s.data, cfg, progress, "evaluate after")
-    after = with_kept(before, replace(after, drift=measure_drift(s, model)))
+        after = measure(
+            BackendChat(TorchBackend(model), s.tokenizer), s.data, cfg, progress, "evaluate after"
+        )
+    after_bank = reference.model_scores(model, s, items)
+    bank = knowledge(items, after_bank, base_bank, cfg.seed, items_sha)
+    after = with_kept(before, replace(after, drift=measure_drift(s, model), knowledge=bank))
     results["after"] = after.to_json()
     results["wall_s"] = round(time.time() - start, 1)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
@@ -324,7 +299,7 @@ def run_unlearning(
     if state.num_processes > 1:
         results["processes"] = state.num_processes
     if save and method.adapter:
-        save_adapter(s, model, mask, results)
+        reference.remember_scores(s, save_adapter(s, model, mask, results), items, after_bank)
     return share_results(state, results)
 
 
@@ -355,30 +330,6 @@ def measure_drift(s: Session, model) -> dict | None:
     got = drift.general_drift(base_score, score, s.tokenizer)
     log.info("general drift on %d generic chats: KL %.4f nats/token", got.n, got.kl_per_token)
     return got.to_json()
-
-
-def measure_base(s: Session, progress=None) -> UnlearningMetrics:
-    """The base's held-out measurement, cached in probe/before.json (it depends only on the base,
-    the previous adapters and the evaluation settings, so reruns and method comparisons reuse it)."""
-    cfg = s.cfg
-    key = {
-        "base": models.base_digest(s.base_dir),
-        "previous": [models.adapter_digest(a) for a in cfg.previous_adapters],
-        "dtype": cfg.dtype,
-        "eval_max_prompts": cfg.eval_max_prompts,
-        "eval_max_new_tokens": cfg.eval_max_new_tokens,
-        "refusal": cfg.refusal,
-        "prompts": [p.messages[-1]["content"] for name in s.data.eval_sets for p in s.data.eval_sets[name]],
-    }
-    path = s.run / "probe" / "before.json"
-    if path.is_file():
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            log.info("base measurement reused from %s", path)
-            return UnlearningMetrics.from_json(cached["measurement"])
-    measurement = measure(s.model, s.tokenizer, s.data, cfg, progress, "evaluate base")
-    write_json_atomic(path, {"key": key, "measurement": measurement.to_json()})
-    return measurement
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:
