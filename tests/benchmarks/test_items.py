@@ -123,7 +123,10 @@ def test_items_round_trip(bank, tmp_path):
         (lambda r: r.update(distractors=["a", "b"]), ":2: distractors: 2 given, at least 4"),
         (lambda r: r.update(set="other"), ":2: set: 'other' is not one of"),
         (lambda r: r.update(split="X"), ":2: split: 'X' is not T or V"),
-        (lambda r: r.update(distractors=[r["gold"], "b", "c", "d"]), ":2: distractors: an option appears twice"),
+        (
+            lambda r: r.update(distractors=[r["gold"], "b", "c", "d"]),
+            ":2: distractors: an option appears twice",
+        ),
         (lambda r: r.update(colour="red"), ":2: colour: not a field"),
     ],
 )
@@ -150,4 +153,6 @@ def test_world_items_writes_a_bank_and_refuses_a_bad_one_in_one_line(tmp_path):
     status, error = cli.call(
         ["--trust-unverified", "bench", "knowledge", "--model", "tiny", "--items", str(tmp_path / "bank")]
     )
-    assert status == EXIT_USAGE and error.endswith("items.jsonl:5: not JSON (Expecting property name enclosed in double quotes)")
+    assert status == EXIT_USAGE and error.endswith(
+        "items.jsonl:5: not JSON (Expecting property name enclosed in double quotes)"
+    )

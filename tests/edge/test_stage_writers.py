@@ -43,7 +43,9 @@ def write_stage(folder, kind, files=("a.txt",)):
 def test_a_user_folder_is_refused_and_left_as_it_was(tmp_path):
     home = user_folder(tmp_path / "home")
     before = snapshot(home)
-    with pytest.raises(ForeignFolderError, match=r"holds 2 entries .*\.bashrc, Documents/.*nothing was changed"):
+    with pytest.raises(
+        ForeignFolderError, match=r"holds 2 entries .*\.bashrc, Documents/.*nothing was changed"
+    ):
         with stage_dir(home, "world") as tmp:
             (tmp / "x").write_text("x")
     assert snapshot(home) == before
