@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from itertools import combinations
 
+from orin_unlearn.benchmarks.behaviour import Behaviour
 from orin_unlearn.benchmarks.knowledge import KnowledgeMetrics
 from orin_unlearn.benchmarks.quality import AnswerFn, is_correct
 from orin_unlearn.benchmarks.world.catalogue import Catalogue, Concept, Film
@@ -144,12 +145,15 @@ class UnlearningMetrics:
     examples: list[dict] = field(default_factory=list)
     drift: dict | None = None
     knowledge: KnowledgeMetrics | None = None
+    behaviour: Behaviour | None = None
 
     def value(self, set_name: str, key: str) -> float | None:
         """One number, None when it was not measured (`value("retain", "accuracy")`; the bank's
         sets as "bank.neighbour", `value("bank.neighbour", "kept")`)."""
         if set_name == "drift":
             return None if self.drift is None else self.drift.get(key)
+        if set_name == "behaviour":
+            return None if self.behaviour is None else getattr(self.behaviour, key)
         if set_name.startswith("bank."):
             return None if self.knowledge is None else self.knowledge.value(set_name[5:], key)
         part = getattr(self, set_name)
@@ -169,6 +173,8 @@ class UnlearningMetrics:
             out["drift"] = self.drift
         if self.knowledge is not None:
             out["knowledge"] = self.knowledge.to_json()
+        if self.behaviour is not None:
+            out["behaviour"] = self.behaviour.to_json()
         return out
 
     @classmethod
@@ -180,6 +186,7 @@ class UnlearningMetrics:
             examples=list(data.get("examples", [])),
             drift=data.get("drift"),
             knowledge=KnowledgeMetrics.from_json(data["knowledge"]) if "knowledge" in data else None,
+            behaviour=Behaviour.from_json(data["behaviour"]) if "behaviour" in data else None,
         )
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,13 @@ from orin_unlearn.benchmarks.stages import Stage, Subject, discover
 from orin_unlearn.benchmarks.world import heldout_sets, load_world
 from orin_unlearn.benchmarks.world.generic import generic_prompts
 from orin_unlearn.benchmarks.world.items import counts as item_counts
+from orin_unlearn.benchmarks.world.splits import FILM_CHATS, film_chats
 from orin_unlearn.benchmarks.world.stage import load_items
 from orin_unlearn.edge.formats import read_manifest, write_json_atomic
 from orin_unlearn.edge.progress import progress_bar
 
 log = logging.getLogger(__name__)
-CORPUS_SIZE = 200
+CORPUS_SIZE = FILM_CHATS
 # terminal column headers (the JSON and report.md keep the full names)
 SHORT = {
     "forget leak (held-out)": "leak",
@@ -80,8 +80,7 @@ def evaluation_of(run: Path, max_prompts: int | None, free_text: bool = False) -
     sets = heldout_sets(splits, config["seed"], max_prompts or config["eval_max_prompts"])
     if not free_text:
         sets = {"forget": sets["forget"]}
-    corpus = splits.get("retain", "heldout")
-    corpus = random.Random(config["seed"] + 1).sample(corpus, min(CORPUS_SIZE, len(corpus)))
+    corpus = film_chats(splits, config["seed"], CORPUS_SIZE)
     items, sha = load_items(run)
     return {
         "sets": sets,

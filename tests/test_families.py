@@ -207,11 +207,16 @@ def test_every_variant_is_exported_validated_and_gated(fam):
     for name, result in summary["variants"].items():
         manifest = read_manifest(fam.export / f"onnx-{name}")
         assert manifest["stage"] == f"onnx-{name}" and manifest["ok"] == result["ok"]
-        for check in result["gate"]["checks"]:  # measured on the adapter model's own prompts
-            assert check["reference"] in (
-                summary["reference"]["forget"]["leak"],
-                summary["reference"]["retain"]["accuracy"],
-            )
+        bank = summary["reference"]["knowledge"]["sets"]
+        assert {c["check"] for c in result["gate"]["checks"]} == {"held-out forget leak"} | {
+            f"bank {name} items ranked right" for name in ("forget", "neighbour", "retain")
+        }
+        for check in result["gate"]["checks"]:  # measured on the adapter model's own prompts and items
+            if check["check"] == "held-out forget leak":
+                assert check["reference"] == summary["reference"]["forget"]["leak"]
+            else:
+                name = check["check"].removeprefix("bank ").removesuffix(" items ranked right")
+                assert check["reference"] == bank[name]["right"]
     assert summary["ok"] == all(r["ok"] for r in summary["variants"].values())
 
 

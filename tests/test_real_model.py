@@ -4,7 +4,7 @@ unlearning config (cut to a few minutes: fewer probe and evaluation prompts, few
 the torch-free runtime.
 
 A cut run forgets little, so the tests assert what must hold at any size: the free-text evaluation
-sees the base's real knowledge of the concept, training lowers the forget loss without touching
+sees the base's real knowledge of the concept, training lowers the forget items' gold log-prob without touching
 the base or anything outside the mask, the run's verdict and exit status follow its bar checks,
 every artifact is measured and gated on the same prompts as the adapter, fp16 stays within its
 logit tolerance, and the runtime stops at the template's end-of-turn token.
@@ -90,7 +90,10 @@ def test_the_base_is_measured_in_its_own_words(smollm2_run):
 def test_training_is_masked_and_lowers_the_forget_loss(smollm2_run):
     _, run, *_ = smollm2_run
     results = read_manifest(run / "adapter")["results"]
-    assert results["loss_last"]["forget_ce"] < results["loss_first"]["forget_ce"]
+    # one batch's loss is noise after 6 steps; the bank's forget items, fixed, are not
+    forget = results["after"]["knowledge"]["sets"]["forget"]
+    control = results["after"]["knowledge"]["sets"]["control"]
+    assert forget["delta_all"] < 0 and forget["delta_all"] < control["delta_all"]
     assert results["base_untouched"] is True and results["outside_mask_max"] == 0.0
     config = yaml.safe_load((resources.files("orin_unlearn.train") / CONFIG).read_text(encoding="utf-8"))
     assert len(results["layers"]) == config["num_layers"]

@@ -65,6 +65,16 @@ def split_prompts(prompts: list[Prompt], catalogue: Catalogue, concept: Concept 
     return Splits(concept, *(tuple(sets[name]) for name in SETS), catalogue)
 
 
+FILM_CHATS = 200
+
+
+def film_chats(splits: Splits, seed: int, n: int = FILM_CHATS) -> list[Prompt]:
+    """Held-out retain prompts with their reference answers, a seeded sample: the film chats on
+    which the KL to the base is taken (teacher-forced), in training and in the quality table."""
+    corpus = splits.get("retain", "heldout")
+    return random.Random(seed + 1).sample(corpus, min(n, len(corpus)))
+
+
 def heldout_sets(splits: Splits, seed: int, max_prompts: int) -> dict[str, list[Prompt]]:
     """The evaluation sets of an unlearning run: every held-out forget prompt, and at most
     `max_prompts` held-out neighbour and retain prompts sampled with `seed`.

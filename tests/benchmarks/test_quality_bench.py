@@ -43,7 +43,9 @@ def test_stage_table_measures_forgetting_and_drift(measured, capsys):
     result = json.loads((out / "quality.json").read_text())
     assert (out / "quality.png").stat().st_size > 10_000
     rows = {r["stage"]: r for r in result["stages"]}
-    assert result["prompts"] == {"forget": 34, "neighbour": PROMPTS, "retain": PROMPTS}
+    assert result["prompts"] == {"forget": 34}  # free text for the leak only; knowledge from the bank
+    assert set(result["items"]) == {"forget", "neighbour", "retain", "control"}
+    assert all(n > 0 for n in result["items"].values())
     base, adapter = rows["base (torch fp32)"]["metrics"], rows["adapter (torch fp32)"]["metrics"]
     assert base["forget leak (held-out)"] >= 0.8 and adapter["forget leak (held-out)"] <= 0.05
     assert base["KL to base"] == 0.0 and adapter["KL to base"] > 1e-4  # the adapter moved something

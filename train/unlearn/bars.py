@@ -106,6 +106,26 @@ BARS: dict[str, tuple[str, str, Callable[[UnlearningMetrics, UnlearningMetrics],
         "max",
         lambda b, a: a.value("drift", "kl"),
     ),
+    "film_kl": (
+        "mean KL to the base on held-out film chats (nats/token)",
+        "max",
+        lambda b, a: a.value("drift", "film_kl"),
+    ),
+    "identical_replies": (
+        "other-film replies word for word the base's",
+        "min",
+        lambda b, a: a.value("behaviour", "identical"),
+    ),
+    "same_answer": (
+        "other-film replies naming the base's answer",
+        "min",
+        lambda b, a: a.value("behaviour", "same_answer"),
+    ),
+    "new_refusals": (
+        "refusals on other films where the base answered",
+        "max",
+        lambda b, a: a.value("behaviour", "new_refusals"),
+    ),
 }
 
 

@@ -60,8 +60,23 @@ class LunarConfig:
         ]
 
 
+@dataclass
+class NullspaceConfig:
+    """The settings of method `nullspace_lora` (train/unlearn/methods/nullspace_lora.py), the
+    config's `nullspace:` mapping: how much of the protected keys' energy the update's null space
+    may hold (0.01: their outputs move by at most 1% of it), and which prompts are protected (the
+    run's neighbour and retain training chats, with the replies the KL term holds; generic chats
+    as well with `generic`)."""
+
+    energy: float = 0.01
+    generic: bool = True  # the generic chats outside the film world are protected too
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        return [("energy", 0.0 < self.energy < 1.0, "in (0, 1)")]
+
+
 # nested settings: UnlearnConfig key -> its dataclass
-NESTED: dict[str, type] = {"lunar": LunarConfig}
+NESTED: dict[str, type] = {"lunar": LunarConfig, "nullspace": NullspaceConfig}
 # flat keys of earlier versions -> where the value lives now
 RENAMED = {f"lunar_{f.name}": f"lunar.{f.name}" for f in dataclasses.fields(LunarConfig)}
 
@@ -174,6 +189,8 @@ class UnlearnConfig:
     device: str = "auto"
     # method lunar's settings (a YAML mapping, made a LunarConfig on construction)
     lunar: LunarConfig | dict[str, Any] = field(default_factory=LunarConfig)
+    # method nullspace_lora's settings (a YAML mapping, made a NullspaceConfig on construction)
+    nullspace: NullspaceConfig | dict[str, Any] = field(default_factory=NullspaceConfig)
     # evaluation after training (held-out templates)
     eval_max_prompts: int = 400
     eval_batch_size: int = 64

@@ -15,6 +15,7 @@ from orin_unlearn.benchmarks.world import (
     ensure_world,
     heldout_sets,
 )
+from orin_unlearn.benchmarks.world.splits import film_chats
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.deep import Prefilled, prefilled
 from orin_unlearn.train.unlearn.probe import Example
@@ -32,6 +33,7 @@ class UnlearnData:
     eval_sets: dict[str, list[Prompt]]  # held-out forget / neighbour / retain
     # forget prompts whose reply starts with a compliant opening, then the target (train; prefill_augment)
     forget_prefill: list[Prefilled] = field(default_factory=list)
+    film_chats: list[Prompt] = field(default_factory=list)  # held-out retain chats: the KL on films
 
 
 def sample(items: list, n: int, rng: random.Random) -> list:
@@ -89,4 +91,5 @@ def build_data(cfg: UnlearnConfig, run: str | Path) -> UnlearnData:
         retain=retain,
         eval_sets=heldout_sets(splits, cfg.seed, cfg.eval_max_prompts),
         forget_prefill=prefilled(forget, targets, cfg.prefill_augment, cfg.seed),
+        film_chats=film_chats(splits, cfg.seed),
     )

@@ -24,20 +24,34 @@ def measure(
     cfg: UnlearnConfig,
     progress=None,
     label: str = "evaluate",
-) -> UnlearningMetrics:
-    """Forget / neighbour / retain metrics of a model's `chat` on the held-out evaluation sets
-    (`progress`: a progress_bar to report batches to)."""
+) -> tuple[UnlearningMetrics, dict[str, list[str]]]:
+    """Forget / neighbour / retain metrics of a model's `chat` on the held-out evaluation sets,
+    and its replies per set (`progress`: a progress_bar to report batches to)."""
+    replies: list[str] = []
 
     def answer(conversations):
         task = progress.add_task(label, total=len(conversations)) if progress is not None else None
-        return chat.answer_batch(
-            conversations,
-            batch_size=cfg.eval_batch_size,
-            max_new_tokens=cfg.eval_max_new_tokens,
-            on_batch=None if task is None else (lambda n: progress.advance(task, n)),
+        replies.extend(
+            chat.answer_batch(
+                conversations,
+                batch_size=cfg.eval_batch_size,
+                max_new_tokens=cfg.eval_max_new_tokens,
+                on_batch=None if task is None else (lambda n: progress.advance(task, n)),
+            )
         )
+        return replies
 
-    return measure_unlearning(answer, data.eval_sets, data.concept, data.catalogue, cfg.refusal)
+    metrics = measure_unlearning(answer, data.eval_sets, data.concept, data.catalogue, cfg.refusal)
+    by_set, start = {}, 0
+    for name, prompts in data.eval_sets.items():
+        by_set[name] = replies[start : start + len(prompts)]
+        start += len(prompts)
+    return metrics, by_set
+
+
+def other_films(replies: dict[str, list[str]]) -> list[str]:
+    """The replies to the neighbour and retain prompts, in order: where behaviour must not move."""
+    return [r for name in ("neighbour", "retain") for r in replies.get(name, [])]
 
 
 def bank_rows(before: UnlearningMetrics, after: UnlearningMetrics) -> list[tuple[str, str, str]]:
@@ -73,6 +87,15 @@ def print_before_after(results: dict, console: Console | None = None) -> None:
         table.add_row(label, "-" if b is None else f"{b:.3f}", "-" if a is None else f"{a:.3f}")
     if after.drift:
         table.add_row("KL to base, generic chat (nats/token)", "0", f"{after.drift['kl']:.4f}")
+        if after.drift.get("film_kl") is not None:
+            table.add_row("KL to base, held-out film chats", "0", f"{after.drift['film_kl']:.4f}")
+    if after.behaviour is not None:
+        b = after.behaviour
+        table.add_row(
+            f"replies identical to the base's ({b.n} other-film prompts)", "1", f"{b.identical:.3f}"
+        )
+        table.add_row("replies stating the base's answer", "1", f"{b.same_answer:.3f}")
+        table.add_row("new refusals on other films", "0", str(b.new_refusals))
     for label, before_cell, after_cell in bank_rows(before, after):
         table.add_row(label, before_cell, after_cell)
     p = results["parameters"]

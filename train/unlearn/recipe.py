@@ -21,6 +21,7 @@ import torch
 from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
+from orin_unlearn.benchmarks.behaviour import behaviour
 from orin_unlearn.benchmarks.forgetting import with_kept
 from orin_unlearn.benchmarks.knowledge import knowledge
 from orin_unlearn.benchmarks.world.stage import load_items
@@ -41,7 +42,7 @@ from orin_unlearn.train.unlearn import bars, masked_lora, methods, model_access,
 from orin_unlearn.train.unlearn import mask as masks
 from orin_unlearn.train.unlearn.config import UnlearnConfig
 from orin_unlearn.train.unlearn.data import build_data, sample
-from orin_unlearn.train.unlearn.evaluate import measure
+from orin_unlearn.train.unlearn.evaluate import measure, other_films
 from orin_unlearn.train.unlearn.session import Session, autocast
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ def run_unlearning(
             return {"stage": "mask", "layers": sorted(mask)}
         with state.main_process_first():
             items, items_sha = load_items(s.run)
-            before = reference.measure_base(s, progress)
+            before, base_replies = reference.measure_base(s, progress)
             base_bank = reference.base_scores(s, items)
             before = replace(before, knowledge=knowledge(items, base_bank, None, cfg.seed, items_sha))
         digests = model_access.weight_digests(s.model)
@@ -283,12 +284,13 @@ def run_unlearning(
         results["outside_mask_max"] = masked_lora.outside_mask_max(model, mask)
     results["before"] = before.to_json()
     with progress_bar() as progress:
-        after = measure(
-            BackendChat(TorchBackend(model), s.tokenizer), s.data, cfg, progress, "evaluate after"
-        )
+        chat = BackendChat(TorchBackend(model), s.tokenizer)
+        after, replies = measure(chat, s.data, cfg, progress, "evaluate after")
     after_bank = reference.model_scores(model, s, items)
     bank = knowledge(items, after_bank, base_bank, cfg.seed, items_sha)
-    after = with_kept(before, replace(after, drift=measure_drift(s, model), knowledge=bank))
+    moved = behaviour(other_films(base_replies), other_films(replies), s.data.catalogue, cfg.refusal)
+    after = replace(after, drift=measure_drift(s, model), knowledge=bank, behaviour=moved)
+    after = with_kept(before, after)
     results["after"] = after.to_json()
     results["wall_s"] = round(time.time() - start, 1)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
@@ -329,7 +331,11 @@ def measure_drift(s: Session, model) -> dict | None:
 
     got = drift.general_drift(base_score, score, s.tokenizer)
     log.info("general drift on %d generic chats: KL %.4f nats/token", got.n, got.kl_per_token)
-    return got.to_json()
+    if not s.data.film_chats:
+        return got.to_json()
+    films = drift.general_drift(base_score, score, s.tokenizer, s.data.film_chats)
+    log.info("drift on %d held-out film chats: KL %.4f nats/token", films.n, films.kl_per_token)
+    return got.to_json() | {"film_kl": films.kl_per_token, "film_chats": films.n}
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:

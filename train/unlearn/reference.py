@@ -57,8 +57,8 @@ def stage_retain_targets(s: Session, progress: Progress) -> None:
     s.data.retain = [(m, r) for (m, _), r in zip(s.data.retain, replies[n:], strict=True)]
 
 
-def measure_base(s: Session, progress: Progress | None = None) -> UnlearningMetrics:
-    """The base's held-out measurement (its replies cached by `base_identity`)."""
+def measure_base(s: Session, progress: Progress | None = None) -> tuple[UnlearningMetrics, dict]:
+    """The base's held-out measurement and replies (cached by `base_identity`)."""
     return measure(base_chat(s), s.data, s.cfg, progress, "evaluate base")
 
 

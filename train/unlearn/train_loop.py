@@ -6,6 +6,7 @@ through the model, under `accelerate` (the model and optimizer go through `Accel
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import torch
 from rich.progress import Progress
@@ -38,8 +39,16 @@ def adapter_off(model):
     return reference
 
 
-def train(s: Session, model, reference, directions: dict, progress: Progress) -> list[dict]:
-    """Train `model`'s trainable parameters for `steps`; returns each step's loss terms."""
+def train(
+    s: Session,
+    model,
+    reference,
+    directions: dict,
+    progress: Progress,
+    after_step: Callable[[], None] | None = None,
+) -> list[dict]:
+    """Train `model`'s trainable parameters for `steps`; returns each step's loss terms.
+    `after_step()` runs after every optimiser step (a method's constraint on the weights)."""
     from accelerate import Accelerator
 
     cfg = s.cfg
@@ -79,6 +88,8 @@ def train(s: Session, model, reference, directions: dict, progress: Progress) ->
         history.append({n: t.item() for n, t in terms.items()} | adversary.step(step, model, ctx, batch))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
         progress.update(
             task, advance=1, description="train " + " ".join(f"{n}={t.item():.3f}" for n, t in terms.items())
         )

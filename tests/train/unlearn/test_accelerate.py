@@ -53,7 +53,8 @@ def two_process_run(tmp_path_factory):
     cmd += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     cmd += ["--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000)]
     cmd += ["-m", "orin_unlearn.edge.cli", "unlearn", "--config", str(config), "--out", str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cache = tmp_path_factory.mktemp("cache")  # empty: only the second process can reuse anything
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "ORIN_UNLEARN_CACHE": str(cache)}
     start = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     wall = time.time() - start
@@ -77,8 +78,9 @@ def test_it_really_ran_two_processes(two_process_run, manifest):
             ln for ln in proc.stderr.splitlines() if f"orin_unlearn.progress: {task}" in ln and "(100%)" in ln
         ]
         assert len(done) == 1, (task, done)
-    # the other process read the main one's base measurement instead of measuring again
-    assert proc.stderr.count("base measurement reused") == 1
+    # the other process read the main one's base replies and bank scores instead of measuring again
+    assert proc.stderr.count("replies reused from the cache") >= 1
+    assert proc.stderr.count("knowledge reused from the cache") == 1
 
 
 def test_same_bars_as_one_process(manifest):

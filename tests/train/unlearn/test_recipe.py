@@ -109,6 +109,8 @@ def test_vanilla_peft_reload_gives_training_time_logits(first):
 
 
 def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
+    from orin_unlearn.edge.answers import BackendChat
+    from orin_unlearn.edge.backends.torch_backend import TorchBackend
     from orin_unlearn.edge.tokenizer import ChatTokenizer
     from orin_unlearn.train.unlearn.data import build_data
     from orin_unlearn.train.unlearn.evaluate import measure
@@ -120,7 +122,8 @@ def test_sequential_unlearning_keeps_first_concept_forgotten(first, second):
     inception = build_data(cfg, run)
     for mode in ("stack", "merge"):
         model = models.load_unlearned("tiny", [run / "adapter", run2 / "adapter"], mode=mode)
-        assert measure(model, tokenizer, inception, cfg).forget.leak <= 0.05, mode
+        metrics, _ = measure(BackendChat(TorchBackend(model), tokenizer), inception, cfg)
+        assert metrics.forget.leak <= 0.05, mode
 
 
 def test_adapter_on_other_base_is_refused(first, tmp_path):
