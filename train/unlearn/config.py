@@ -22,10 +22,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 AUTOCAST = ("none", "bfloat16")
 # the demo's bars on the tiny model: nothing leaks, retain and neighbours barely move
 DEFAULT_BARS = {"leak": 0.05, "retain_drop": 0.02, "neighbour_drop": 0.05}
-DEFAULT_LOSSES = ("forget_ce", "retain_kl", "activation", "forget_npo")
+DEFAULT_LOSSES = ("forget_ce", "retain_kl", "activation", "forget_npo", "forget_undial")
 # options only some methods implement: set off their default only with a method that lists them in
 # its `supports` (train/unlearn/methods/)
-OPTIONAL = ("lora_init", "prefill_augment", "meta_every", "npo_weight")
+OPTIONAL = ("lora_init", "prefill_augment", "meta_every", "npo_weight", "undial_weight")
 
 
 @dataclass
@@ -167,7 +167,8 @@ class UnlearnConfig:
     # template about other films (train/unlearn/data.py:twins), so the adapter must key on the film
     retain_twins: int = 0
     # the loss terms the gradient methods sum (train/unlearn/losses/, one file each), each times its
-    # weight (forget_ce: 1, retain_kl: kl_weight, activation: act_weight, forget_npo: npo_weight);
+    # weight (forget_ce: 1, retain_kl: kl_weight, activation: act_weight, forget_npo: npo_weight,
+    # forget_undial: undial_weight);
     # a term at weight 0 is not computed
     losses: list[str] = field(default_factory=lambda: list(DEFAULT_LOSSES))
     kl_weight: float = 1.0
@@ -181,6 +182,10 @@ class UnlearnConfig:
     # weight of forget_npo (train/unlearn/losses/forget_npo.py): NPO on the forget prompts' true
     # answers, which lowers the answer's own likelihood (what a prefill or the logit lens reads), 0: off
     npo_weight: float = 0.0
+    # weight of forget_undial (train/unlearn/losses/forget_undial.py): self-distillation to the base
+    # with only the true answer's tokens lowered by undial_strength (UNDIAL), 0: off
+    undial_weight: float = 0.0
+    undial_strength: float = 10.0
     dtype: str = "float32"
     # "bfloat16": score and train under torch.autocast (about 1.7x faster on a CPU with AMX/AVX512-bf16);
     # weights, the probe and every evaluation stay in `dtype`
@@ -257,6 +262,8 @@ class UnlearnConfig:
             ("retain_twins", self.retain_twins >= 0, ">= 0"),
             ("act_weight", self.act_weight >= 0, ">= 0"),
             ("npo_weight", self.npo_weight >= 0, ">= 0"),
+            ("undial_weight", self.undial_weight >= 0, ">= 0"),
+            ("undial_strength", self.undial_strength > 0, "> 0"),
             ("layers", all(i >= 0 for i in self.layers), "layer indices >= 0"),
             (
                 "contrast_against",

@@ -123,11 +123,12 @@ def forget_groups(tokenizer: ChatTokenizer, data: UnlearnData, refusal: str) -> 
 
 class TruthBatches:
     """Batches of forget train prompts with their true reference answers, for `forget_npo`
-    (`npo_weight` > 0), drawn with their own seeded generator so the other batches stay those of a
-    run without it; `draw` gives None when the term is off."""
+    (`npo_weight` > 0) and `forget_undial` (`undial_weight` > 0), drawn with their own seeded
+    generator so the other batches stay those of a run without it; `draw` gives None when both
+    terms are off."""
 
     def __init__(self, cfg: UnlearnConfig, tokenizer: ChatTokenizer, data: UnlearnData):
-        self.size = cfg.forget_batch if cfg.npo_weight > 0 else 0
+        self.size = cfg.forget_batch if cfg.npo_weight > 0 or cfg.undial_weight > 0 else 0
         self.rows = [encode_example(tokenizer, m, r) for m, r in data.forget_reference] if self.size else []
         self.rng = random.Random(cfg.seed + 1)
         self.pad = tokenizer.pad_token_id

@@ -56,7 +56,9 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
-    ctx = LossContext(model, reference, directions, str(accelerator.device), cfg.kl_positions)
+    ctx = LossContext(
+        model, reference, directions, str(accelerator.device), cfg.kl_positions, cfg.undial_strength
+    )
     refusal, substitute = deep.forget_groups(s.tokenizer, s.data, cfg.refusal)
     neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]
     retain = [encode_example(s.tokenizer, m, r) for m, r in s.data.retain]

@@ -103,7 +103,7 @@ def test_flat_keys_of_earlier_versions_name_their_new_place(old, tmp_path):
 
 
 def test_the_config_names_registered_loss_terms():
-    assert UnlearnConfig().losses == ["forget_ce", "retain_kl", "activation", "forget_npo"]
+    assert UnlearnConfig().losses == ["forget_ce", "retain_kl", "activation", "forget_npo", "forget_undial"]
     assert config.load(None, ["losses=[forget_ce]", "kl_weight=0", "act_weight=0"]).losses == ["forget_ce"]
     with pytest.raises(ConfigError, match="config key 'losses': value \\['forget_ce', 'forget_mse'\\]"):
         config.load(None, ["losses=[forget_ce, forget_mse]"])

@@ -273,3 +273,38 @@ def test_truth_batches_are_off_by_default_and_seeded_apart(tmp_path):
     assert a["input_ids"].shape[0] == 4 and torch.equal(a["input_ids"], b["input_ids"])
     with pytest.raises(ConfigError, match="npo_weight"):
         UnlearnConfig(method="lunar", npo_weight=1.0)
+
+
+def test_undial_moves_only_the_answer_tokens():
+    """forget_undial: the teacher is the base with only each answer token's logit lowered (every
+    other token keeps its odds); the gradient reaches only the positions that predict an answer
+    token, and there it pushes the answer token down."""
+    from orin_unlearn.train.unlearn.losses.forget_undial import lowered_target, undial_loss
+
+    torch.manual_seed(0)
+    vocab, strength = 11, 10.0
+    base = torch.randn(2, 6, vocab)
+    ids = torch.randint(0, vocab, (2, 6))
+    labels = ids.clone()
+    labels[:, :3] = -100  # the prompt
+    labels[1, 5] = -100  # padding
+    teacher = lowered_target(base, labels, strength)
+    plain = torch.log_softmax(base[:, :-1], dim=-1)
+    for row in range(2):
+        for t in range(5):
+            label = int(labels[row, t + 1])
+            if label == -100:
+                assert torch.allclose(teacher[row, t], plain[row, t], atol=1e-6)
+                continue
+            assert teacher[row, t, label] < plain[row, t, label] - 1.0
+            others = [v for v in range(vocab) if v != label]
+            odds = teacher[row, t, others] - plain[row, t, others]  # one shift for all the others
+            assert torch.allclose(odds, odds[0].expand_as(odds), atol=1e-5)
+    student = base.clone().requires_grad_(True)
+    undial_loss(student, base, labels, strength).backward()
+    grad = student.grad[:, :-1]
+    scored = labels[:, 1:] != -100
+    assert grad[~scored].abs().max() == 0.0 and grad[scored].abs().amax(-1).min() > 0
+    answer = labels[:, 1:].clamp_min(0).unsqueeze(-1)
+    assert (grad.gather(-1, answer).squeeze(-1)[scored] > 0).all()  # descent lowers the answer token
+    assert undial_loss(student, base, torch.full_like(labels, -100), strength).item() == 0.0

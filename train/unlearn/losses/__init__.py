@@ -41,6 +41,7 @@ class LossContext:
     directions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> unit vector (d_model)
     device: str = "cpu"
     kl_positions: str = "all"  # "all" non-pad positions, or only those that predict the "reply"
+    undial_strength: float = 10.0  # forget_undial: how far the answer token's logit is lowered
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Step:
 
     forget: dict
     retain: dict | None
-    truth: dict | None = None  # forget prompts with their true answers (forget_npo)
+    truth: dict | None = None  # forget prompts with their true answers (forget_npo, forget_undial)
     _forget_out: tuple | None = None
 
     def forget_forward(self, ctx: LossContext) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:

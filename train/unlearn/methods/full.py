@@ -12,7 +12,9 @@ from orin_unlearn.train.unlearn.methods import Trained, method
 from orin_unlearn.train.unlearn.session import Session
 
 
-@method("full", label="full-parameter", adapter=False, supports=("prefill_augment", "npo_weight"))
+@method(
+    "full", label="full-parameter", adapter=False, supports=("prefill_augment", "npo_weight", "undial_weight")
+)
 def train(s: Session, mask: dict, stats: dict, score: dict, progress: Progress) -> Trained:
     frozen = copy.deepcopy(s.model).eval()
     for p in s.model.parameters():

@@ -10,7 +10,9 @@ from orin_unlearn.train.unlearn.methods import Trained, method
 from orin_unlearn.train.unlearn.session import Session
 
 
-@method("lora", label="unmasked LoRA", supports=("prefill_augment", "npo_weight", "meta_every"))
+@method(
+    "lora", label="unmasked LoRA", supports=("prefill_augment", "npo_weight", "undial_weight", "meta_every")
+)
 def train(s: Session, mask: dict, stats: dict, score: dict, progress: Progress) -> Trained:
     cfg = s.cfg
     model = masked_lora.add_lora(s.model, mask, cfg.rank, cfg.alpha, cfg.extra_targets, masked=False)

@@ -20,7 +20,7 @@ def always(cfg) -> bool:
     "masked_lora",
     label="masked LoRA",
     masked=always,
-    supports=("lora_init", "prefill_augment", "npo_weight", "meta_every"),
+    supports=("lora_init", "prefill_augment", "npo_weight", "undial_weight", "meta_every"),
 )
 def train(s: Session, mask: dict, stats: dict, score: dict, progress: Progress) -> Trained:
     model, reference = wrap(s, mask)

@@ -21,7 +21,11 @@ from orin_unlearn.train.unlearn.methods import Trained, method
 from orin_unlearn.train.unlearn.session import Session
 
 
-@method("nullspace_lora", label="null-space LoRA", supports=("prefill_augment", "npo_weight", "meta_every"))
+@method(
+    "nullspace_lora",
+    label="null-space LoRA",
+    supports=("prefill_augment", "npo_weight", "undial_weight", "meta_every"),
+)
 def train(s: Session, mask: dict, stats: dict, score: dict, progress: Progress) -> Trained:
     cfg = s.cfg
     layers = sorted(mask)
