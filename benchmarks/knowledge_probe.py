@@ -53,17 +53,30 @@ def _about(prompts: Sequence[Prompt], title: str) -> list[Prompt]:
     return [p for p in prompts if p.family in FAMILIES and p.subjects == (title,)]
 
 
-def residuals(model: Any, tokenizer: Any, prompts: Sequence[Prompt]) -> np.ndarray:
-    """[layers + 1, prompts, hidden]: the residual stream at each prompt's last token."""
+def residuals(model: Any, tokenizer: Any, prompts: Sequence[Prompt], batch_size: int = 32) -> np.ndarray:
+    """[layers + 1, prompts, hidden]: the residual stream at each prompt's last token, prompts of
+    similar length left-padded into batches (position ids count real tokens only, so each row is
+    what it is alone, to float rounding; on SmolLM2, 2 CPU cores, 258 prompts take 26 s instead
+    of 44 s one at a time)."""
     import torch
 
-    out = []
-    with torch.no_grad():
-        for p in prompts:
-            ids = torch.tensor([tokenizer.encode_chat(list(p.messages))])
-            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
-            out.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
-    return np.stack(out, axis=1)
+    from orin_unlearn.edge.batching import by_length, left_pad, positions_of
+
+    rows = [tokenizer.encode_chat(list(p.messages)) for p in prompts]
+
+    def run(idx: list[int]) -> list[np.ndarray]:
+        ids, mask = left_pad([rows[i] for i in idx], tokenizer.pad_token_id)
+        with torch.no_grad():
+            hidden = model(
+                input_ids=torch.from_numpy(ids),
+                attention_mask=torch.from_numpy(mask),
+                position_ids=torch.from_numpy(positions_of(mask)),
+                output_hidden_states=True,
+            ).hidden_states
+        last = torch.stack([h[:, -1] for h in hidden], dim=1).float().numpy()  # [batch, layers + 1, hidden]
+        return list(last)
+
+    return np.stack(by_length([len(r) for r in rows], batch_size, run), axis=1)
 
 
 def director_probe(

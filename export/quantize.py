@@ -11,6 +11,7 @@ on onnxruntime (CPU or CUDA), not through TensorRT's ONNX parser.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ def quantize_graph(
     config = _config(bits, block_size, accuracy_level)
     model = onnx.load(str(source))
     folded = fold_weight_transposes(model)
+    # its INFO lines name every node it skips: 15,000 lines per real-model export, in the log
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     quantizer = MatMulNBitsQuantizer(model, algo_config=config)
     quantizer.process()
     model = quantizer.model.model

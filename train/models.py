@@ -108,6 +108,8 @@ def apply_adapters(model, adapter_dirs: list[str | Path], mode: str = "merge"):
         for adapter in adapter_dirs:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         return model
+    if not adapter_dirs:  # an empty chain is the base itself
+        return model
     names = [f"a{k}" for k in range(len(adapter_dirs))]
     for k, (name, adapter) in enumerate(zip(names, adapter_dirs, strict=True)):
         if k == 0:

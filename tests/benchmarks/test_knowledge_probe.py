@@ -42,3 +42,23 @@ def test_the_base_carries_inception_as_a_nolan_film(catalogue, prompts, base_dir
     assert rows[0]["val_accuracy"] == 0.5
     assert rows[-1]["val_accuracy"] >= 0.8  # generalises to Nolan films it never trained on
     assert rows[-1]["concept_as_director"] >= 0.9
+
+
+def test_batched_residuals_are_each_prompts_own(catalogue, prompts, base_dir):
+    """Left-padded batches of prompts of different lengths give each prompt's residuals alone."""
+    import torch
+
+    from orin_unlearn.benchmarks.knowledge_probe import residuals
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model
+
+    model, tokenizer = load_model(base_dir), ChatTokenizer(base_dir)
+    some = [p for p in prompts if p.subjects == ("Inception",)][:3] + prompts[-4:]
+    assert len({len(tokenizer.encode_chat(list(p.messages))) for p in some}) > 1
+    batched = residuals(model, tokenizer, some, batch_size=4)
+    with torch.no_grad():
+        for k, p in enumerate(some):
+            ids = torch.tensor([tokenizer.encode_chat(list(p.messages))])
+            alone = model(input_ids=ids, output_hidden_states=True).hidden_states
+            expected = torch.stack([h[0, -1] for h in alone]).numpy()
+            np.testing.assert_allclose(batched[:, k], expected, atol=1e-4)
