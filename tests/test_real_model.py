@@ -13,11 +13,11 @@ logit tolerance, and the runtime stops at the template's end-of-turn token.
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from orin_unlearn.edge.cli import main as cli
@@ -89,13 +89,12 @@ def test_the_base_is_measured_in_its_own_words(smollm2_run):
         assert after["base_right"] == sum(before[name]["correct"])
 
 
-@torch.no_grad()
 def forget_ce(run: Path, adapter: bool) -> float:
     """Mean cross-entropy toward the forget target over the run's forget training examples,
-    of the base, or of the base with the run's adapter."""
+    of the base, or of the base with the run's adapter (teacher-forced, `benchmarks/perplexity`)."""
+    from orin_unlearn.benchmarks import perplexity
     from orin_unlearn.edge.config import load_config
     from orin_unlearn.train import models
-    from orin_unlearn.train.chat_data import collate, encode_example
     from orin_unlearn.train.unlearn.config import UnlearnConfig
     from orin_unlearn.train.unlearn.data import build_data
 
@@ -103,17 +102,13 @@ def forget_ce(run: Path, adapter: bool) -> float:
     base = models.resolve_base(cfg.base)
     model = models.load_unlearned(base, [run / "adapter"] if adapter else [], "stack")
     tokenizer = ChatTokenizer(base)
-    examples = [encode_example(tokenizer, m, r) for m, r in build_data(cfg, run).forget_target]
-    total, count = 0.0, 0
-    for start in range(0, len(examples), 16):
-        batch = collate(examples[start : start + 16], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"
-        )
-        total, count = total + loss.item(), count + int((labels != -100).sum())
-    return total / count
+    examples = build_data(cfg, run).forget_target
+    corpus = perplexity.Corpus(
+        [tokenizer.encode_chat(list(m)) for m, _ in examples],
+        [tokenizer.encode(r) + [tokenizer.end_of_turn_id] for _, r in examples],
+    )
+    logprobs = perplexity.score_corpus(perplexity.torch_scorer(model, tokenizer.pad_token_id), corpus)
+    return math.log(perplexity.perplexity(logprobs, corpus.continuations))
 
 
 def test_training_is_masked_and_lowers_the_forget_loss(smollm2_run):

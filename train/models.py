@@ -104,11 +104,11 @@ def apply_adapters(model, adapter_dirs: list[str | Path], mode: str = "merge"):
 
     if mode not in ("merge", "stack"):
         raise ValueError(f"mode must be 'merge' or 'stack', got {mode!r}")
+    if not adapter_dirs:  # an empty chain is the base itself
+        return model
     if mode == "merge":
         for adapter in adapter_dirs:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        return model
-    if not adapter_dirs:  # an empty chain is the base itself
         return model
     names = [f"a{k}" for k in range(len(adapter_dirs))]
     for k, (name, adapter) in enumerate(zip(names, adapter_dirs, strict=True)):
