@@ -57,7 +57,7 @@ VARIANTS = "fp32,fp16,int8,int4"
 # measures what a kiosk can run, and the relearning protocol runs 2 of its 12 attackers up to 25 steps.
 REAL_EXPORT_PROMPTS = "48"
 REAL_QUALITY_STAGES = "base,adapter,onnx-fp32,onnx-fp16,onnx-int8,onnx-int4"
-REAL_RELEARN_STEPS = "10,25"  # the bar is at 25 attack steps
+REAL_RELEARN_STEPS = "25"  # the bar's checkpoint: each further one costs ~2 minutes of measuring
 # analyses a real model's demo leaves out (see benchmarks/run_report.py REAL_MODEL_SKIPS)
 REAL_MODEL_ANALYSES = "similarity,sensitivity,shift"
 KIOSK = "kiosk"  # the step whose questions come from the run's catalogue, once the world is written
@@ -134,6 +134,38 @@ def kiosk_questions(world: Path, concept: str) -> list[str]:
     ]
 
 
+def base_step(run: Path, concept: str, setup: Plan) -> list[str]:
+    """The tiny world model answers its catalogue questions greedily against its bars; a real
+    model is measured on the run's item bank (teacher-forced, cached by its sha256: training reads
+    the scores back), since a small model's free text about films is mostly luck."""
+    if not setup.tiny:
+        return [
+            "bench",
+            "knowledge",
+            "--model",
+            setup.base,
+            "--items",
+            str(run / "world"),
+            "--out",
+            str(run / "base"),
+        ]
+    return [
+        "world",
+        "eval-base",
+        "--model",
+        setup.base,
+        "--limit",
+        str(setup.limit),
+        "--concept",
+        concept,
+    ] + [
+        "--catalogue",
+        str(run / "world" / "catalogue.json"),
+        "--out",
+        str(run / "base"),
+    ]
+
+
 def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str, list[str]]]:
     """(step name, command words) in pipeline order: what a user would type. The kiosk step's
     questions are added when it runs (`kiosk_questions`, from the world step's catalogue)."""
@@ -144,12 +176,7 @@ def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str
     own = ["--catalogue", str(Path(setup.catalogue).resolve())] if setup.catalogue else []
     out = [
         ("world", ["world", "prompts", "--concept", concept, *own, "--out", str(run / "world")]),
-        (
-            "base_quality",
-            ["world", "eval-base", "--model", setup.base, "--limit", str(setup.limit), "--concept", concept]
-            + ["--catalogue", str(run / "world" / "catalogue.json"), "--out", str(run / "base")]
-            + ([] if setup.tiny else ["--no-bars"]),
-        ),
+        ("base_quality", base_step(run, concept, setup)),
         ("unlearn", ["unlearn", *config, *own, *overrides]),
     ]
     if compare:

@@ -78,7 +78,8 @@ def test_every_stage_runs_or_says_why(llama_demo):
         if row["status"] == "skipped":
             assert row["note"], row
     assert status == 0
-    assert rows["base"]["note"] == "real model: measured, no bars"
+    assert rows["base"]["note"] == "real model: item bank, no bars"
+    assert set(rows["base"]["metrics"]) >= {"bank forget right", "bank neighbour right", "bank retain right"}
     assert f"orin-unlearn analyze {run} --only stability" in rows["analysis"]["note"]
     assert set(summary["stage_seconds"]) == {
         "world",
@@ -101,8 +102,8 @@ def test_the_run_is_of_the_given_base(llama_demo):
     _, run, model = llama_demo
     adapter = json.loads((run / "adapter" / "manifest.json").read_text(encoding="utf-8"))
     assert adapter["config"]["base"] == str(model.resolve())
-    base = json.loads((run / "base" / "manifest.json").read_text(encoding="utf-8"))
-    assert base["config"]["base"] == str(model.resolve())
+    base = json.loads((run / "base" / "knowledge.json").read_text(encoding="utf-8"))
+    assert base["model"] == str(model.resolve())
     for variant in ("fp32", "fp16", "int8", "int4"):
         manifest = json.loads((run / "export" / f"onnx-{variant}" / "manifest.json").read_text("utf-8"))
         assert manifest["ok"] is True, variant

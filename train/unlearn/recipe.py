@@ -301,7 +301,7 @@ def run_unlearning(
     if state.num_processes > 1:
         results["processes"] = state.num_processes
     if save and method.adapter:
-        reference.remember_scores(s, save_adapter(s, model, mask, results), items, after_bank)
+        reference.remember(s, save_adapter(s, model, mask, results), items, after_bank, replies)
     return share_results(state, results)
 
 

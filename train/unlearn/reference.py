@@ -7,14 +7,14 @@ recomputed, whatever run, method comparison or stage asks again.
 
     replies = base_chat(s).answer_batch(conversations)
     base = base_scores(s, items)
-    after = model_scores(model, s, items)                      # stored under the adapter once saved
+    after = model_scores(model, s, items)         # stored with its replies under the adapter once saved
 """
 
 from __future__ import annotations
 
 from rich.progress import Progress
 
-from orin_unlearn.benchmarks.cached_chat import CachedChat
+from orin_unlearn.benchmarks.cached_chat import CachedChat, remember_replies
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics
 from orin_unlearn.benchmarks.knowledge import ItemScores, measure_scores, store_scores
 from orin_unlearn.benchmarks.option_scoring import TorchSteps, options_scorer
@@ -71,11 +71,17 @@ def base_scores(s: Session, items: list[Item]) -> ItemScores:
 
 def model_scores(model, s: Session, items: list[Item]) -> ItemScores:
     """The trained model's scores on the bank (not cached: it has no identity until it is saved;
-    `remember_scores` stores them under the saved adapter's)."""
+    `remember` stores them under the saved adapter's)."""
     return measure_scores(options_scorer(TorchSteps(model)), s.tokenizer, items, None, "bank")
 
 
-def remember_scores(s: Session, adapter, items: list[Item], scores: ItemScores) -> None:
-    """Cache the saved adapter's scores under its identity (the export and the benches read them)."""
-    chain = [*s.cfg.previous_adapters, adapter]
-    store_scores(models.identity(s.base_dir, chain, s.cfg.dtype), items, scores)
+def remember(
+    s: Session, adapter, items: list[Item], scores: ItemScores, replies: dict[str, list[str]]
+) -> None:
+    """Cache the saved adapter's bank scores and held-out replies under its identity: the export
+    gate, the quality table and the relearning protocol read them back."""
+    identity = models.identity(s.base_dir, [*s.cfg.previous_adapters, adapter], s.cfg.dtype)
+    store_scores(identity, items, scores)
+    conversations = [list(p.messages) for name in replies for p in s.data.eval_sets[name]]
+    flat = [r for name in replies for r in replies[name]]
+    remember_replies(identity, conversations, flat, s.cfg.eval_max_new_tokens)
