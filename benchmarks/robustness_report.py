@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orin_unlearn.benchmarks import plots, relearning, robustness_card
+from orin_unlearn.benchmarks import plots, relearning_report, robustness_card
 
 if TYPE_CHECKING:  # robustness imports this module to show its results
     from orin_unlearn.benchmarks.robustness import Robustness
@@ -37,7 +37,7 @@ def plot(result: Robustness, path: str | Path) -> Path:
     bars.set_title(f"{result.concept!r}: leak under each attack")
     bars.legend(fontsize=8)
     if relearned:
-        relearning.plot_panel(axes[0][1], relearned)
+        relearning_report.plot_panel(axes[0][1], relearned)
     if lens:
         ax = axes[0][1 + bool(relearned)]
         for label, rows in lens.items():
@@ -111,7 +111,7 @@ def markdown(result: Robustness) -> str:
         lines += ["", "Models: " + "; ".join(f"{k}: {v}" for k, v in result.models.items()) + "."]
     if "relearning" in result.readouts:
         lines += ["", robustness_card.markdown({"unlearned": robustness_card.card(result)})]
-        lines += ["", relearning.markdown(result.readouts["relearning"])]
+        lines += ["", relearning_report.markdown(result.readouts["relearning"])]
     lens = result.readouts.get("logit_lens")
     if lens:
         models = list(lens)

@@ -242,13 +242,13 @@ def test_npo_lowers_the_true_answer_and_is_zero_when_off(base_dir):
     at_base = LOSSES["forget_npo"](same, Step(forget={}, retain=None, truth=truth))
     assert at_base.item() == pytest.approx(2 / NPO_BETA * math.log(2), rel=1e-5)
     # a reference that found the answer likelier than the model does: the loss is already lower
-    shifted = LossContext(
-        model,
-        lambda x: (
-            model(**x).logits
-            + 5.0 * torch.nn.functional.one_hot(truth["input_ids"].roll(-1, 1), logits.shape[-1])
-        ),
-    )
+    bump = 5.0 * torch.nn.functional.one_hot(truth["input_ids"].roll(-1, 1), logits.shape[-1])
+
+    def likelier(x):  # the losses ask for the reply's logits only: the bump's last positions
+        out = model(**x).logits
+        return out + bump[:, -out.shape[1] :]
+
+    shifted = LossContext(model, likelier)
     assert LOSSES["forget_npo"](shifted, Step(forget={}, retain=None, truth=truth)).item() < at_base.item()
     assert answer_logprob(logits, truth["labels"]).shape == (1,)
     assert LOSSES["forget_npo"](same, Step(forget={}, retain=None)).item() == 0.0

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from orin_unlearn.train.chat_data import IGNORE
+
 LOSSES: dict[str, Callable] = {}  # name -> fn(ctx, step)
 WEIGHTS: dict[str, str] = {}  # name -> the UnlearnConfig key holding its weight (1.0 when absent)
 
@@ -66,7 +68,7 @@ class Step:
                 for layer in ctx.directions
             ]
             try:
-                loss = ctx.model(**model_inputs(self.forget, ctx.device)).loss
+                loss = ctx.model(**windowed(self.forget, ctx.device)[0]).loss
             finally:
                 for h in hooks:
                     h.remove()
@@ -83,6 +85,26 @@ def model_inputs(batch: dict, device, labels: bool = True) -> dict:
     """The model's keyword inputs from a collated batch, on `device`."""
     keys = ("input_ids", "attention_mask", "labels") if labels else ("input_ids", "attention_mask")
     return {k: batch[k].to(device) for k in keys}
+
+
+def reply_window(batch: dict) -> int:
+    """The first position whose logits a loss on the labelled tokens reads (logits at t predict
+    token t + 1): the one before the first column any row labels. The shared chat prefix before
+    it (system prompt, question) needs hidden states but no logits."""
+    labelled = (batch["labels"] != IGNORE).any(0).nonzero()
+    return max(int(labelled[0]) - 1, 0) if len(labelled) else 0
+
+
+def windowed(batch: dict, device, labels: bool = True) -> tuple[dict, int]:
+    """`model_inputs` whose logits (and labels) start at `reply_window`: the LM head and the
+    softmax over the vocabulary run only where a loss reads them (about half of a chat's
+    positions). Returns (inputs, start); slice a per-position mask as mask[:, start:]."""
+    start = reply_window(batch)
+    inputs = model_inputs(batch, device, labels=False)
+    inputs["logits_to_keep"] = batch["input_ids"].shape[1] - start
+    if labels:
+        inputs["labels"] = batch["labels"][:, start:].to(device)
+    return inputs, start
 
 
 def _import_terms() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from orin_unlearn.train.unlearn.losses import LossContext, Step, loss_term, model_inputs
+from orin_unlearn.train.unlearn.losses import LossContext, Step, loss_term, windowed
 
 NPO_BETA = 0.1
 
@@ -27,8 +27,8 @@ def answer_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def forget_npo(ctx: LossContext, step: Step) -> torch.Tensor:
     if step.truth is None:
         return torch.zeros((), device=ctx.device)
-    inputs = model_inputs(step.truth, ctx.device, labels=False)
-    labels = step.truth["labels"].to(ctx.device)
+    inputs, start = windowed(step.truth, ctx.device, labels=False)
+    labels = step.truth["labels"][:, start:].to(ctx.device)
     with torch.no_grad():
         ref = answer_logprob(ctx.reference(inputs), labels)
     ratio = answer_logprob(ctx.model(**inputs).logits, labels) - ref

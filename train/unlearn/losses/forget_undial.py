@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from orin_unlearn.train.unlearn.losses import LossContext, Step, loss_term, model_inputs
+from orin_unlearn.train.unlearn.losses import LossContext, Step, loss_term, windowed
 
 
 def lowered_target(base_logits: torch.Tensor, labels: torch.Tensor, strength: float) -> torch.Tensor:
@@ -40,8 +40,8 @@ def undial_loss(
 def forget_undial(ctx: LossContext, step: Step) -> torch.Tensor:
     if step.truth is None:
         return torch.zeros((), device=ctx.device)
-    inputs = model_inputs(step.truth, ctx.device, labels=False)
-    labels = step.truth["labels"].to(ctx.device)
+    inputs, start = windowed(step.truth, ctx.device, labels=False)
+    labels = step.truth["labels"][:, start:].to(ctx.device)
     with torch.no_grad():
         base = ctx.reference(inputs)
     return undial_loss(ctx.model(**inputs).logits, base, labels, ctx.undial_strength)
