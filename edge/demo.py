@@ -138,32 +138,11 @@ def base_step(run: Path, concept: str, setup: Plan) -> list[str]:
     """The tiny world model answers its catalogue questions greedily against its bars; a real
     model is measured on the run's item bank (teacher-forced, cached by its sha256: training reads
     the scores back), since a small model's free text about films is mostly luck."""
+    out = ["--out", str(run / "base")]
     if not setup.tiny:
-        return [
-            "bench",
-            "knowledge",
-            "--model",
-            setup.base,
-            "--items",
-            str(run / "world"),
-            "--out",
-            str(run / "base"),
-        ]
-    return [
-        "world",
-        "eval-base",
-        "--model",
-        setup.base,
-        "--limit",
-        str(setup.limit),
-        "--concept",
-        concept,
-    ] + [
-        "--catalogue",
-        str(run / "world" / "catalogue.json"),
-        "--out",
-        str(run / "base"),
-    ]
+        return ["bench", "knowledge", "--model", setup.base, "--items", str(run / "world"), *out]
+    asked = ["--concept", concept, "--catalogue", str(run / "world" / "catalogue.json")]
+    return ["world", "eval-base", "--model", setup.base, "--limit", str(setup.limit), *asked, *out]
 
 
 def steps(run: Path, concept: str, setup: Plan, compare: bool) -> list[tuple[str, list[str]]]:
