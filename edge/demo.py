@@ -7,7 +7,7 @@ each measured against the adapter; the TensorRT engine where TensorRT is), the q
 every stage, the runtime answering kiosk questions, latency and robustness benchmarks, and the
 report built from the files they wrote. Each command is printed before it runs, so the demo also
 shows (and tests) the README's commands. Writes RUN/demo.json (each step's status and time),
-RUN/report.md and RUN/report.json.
+RUN/demo.log (every step's log, timed), RUN/report.md and RUN/report.json.
 
     orin-unlearn demo [--out runs/demo] [--concept Inception]
     orin-unlearn demo --catalogue my_films.csv --concept "Some Title" --base path/to/base --out runs/mine
@@ -29,12 +29,14 @@ This module imports no stage package: every step goes through the CLI's verb tab
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -200,9 +202,30 @@ def unservable(run: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def logged_to(path: Path) -> Iterator[None]:
+    """While the demo runs, every INFO record of the package (steps, progress, results) also goes
+    to `path` with its time: what a terminal showed, kept, and where the minutes went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package = logging.getLogger("orin_unlearn")
+    level = package.level
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()
+
+
 def run_step(words: list[str]) -> dict:
     """One verb in-process; {"status", "exit", "reason"?} ("reason" when it wrote no results)."""
     print(f"\n$ orin-unlearn {shlex.join(words)}", flush=True)
+    log.info("$ orin-unlearn %s", shlex.join(words))
     try:
         code, error = cli.call(words)
         wrote = code in WROTE_RESULTS
@@ -217,7 +240,13 @@ def run_step(words: list[str]) -> dict:
 
 
 def run_demo(run: Path, concept: str, setup: Plan, compare: bool = False) -> int:
-    """Every step in order, then the report; 0 when no stage failed (a missed bar or gate is a failure)."""
+    """Every step in order, then the report; 0 when no stage failed (a missed bar or gate is a
+    failure). The steps' log goes to RUN/demo.log as well as to the terminal."""
+    with logged_to(run / "demo.log"):
+        return _run_steps(run, concept, setup, compare)
+
+
+def _run_steps(run: Path, concept: str, setup: Plan, compare: bool) -> int:
     start = time.time()
     log_path = run / "demo.json"
     record = {"concept": concept, "steps": {}, "wall_s": 0.0}
@@ -234,6 +263,7 @@ def run_demo(run: Path, concept: str, setup: Plan, compare: bool = False) -> int
             words = [*words, *kiosk_questions(run / "world", concept)]
         step = {"status": "skipped", "reason": why} if why else run_step(words)
         step["seconds"] = round(time.time() - began, 1)
+        log.info("step %s: %s in %.0f s", name, step["status"], step["seconds"])
         if name == "compare":  # its table is a section of the unlearn row
             continue
         record["steps"][name] = step

@@ -5,6 +5,7 @@ small config written here; and the one-line error for a base that has no default
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 
 import pytest
@@ -94,6 +95,19 @@ def test_every_stage_runs_or_says_why(llama_demo):
     }
     report = (run / "report.md").read_text(encoding="utf-8")
     assert "## Stages" in report and "Kiosk questions" in report
+
+
+@pytest.mark.slow
+def test_the_demo_log_keeps_every_step_with_its_time(llama_demo):
+    """RUN/demo.log: each command, the stages' own records and each step's outcome, timestamped."""
+    _, run, _ = llama_demo
+    lines = (run / "demo.log").read_text(encoding="utf-8").splitlines()
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line) for line in lines)
+    text = "\n".join(lines)
+    for name in ("world", "unlearn", "export", "robustness"):
+        assert f"step {name}: ok in " in text
+    assert "$ orin-unlearn unlearn --config" in text
+    assert "orin_unlearn.train" in text  # a stage's own records, not only the demo's
 
 
 @pytest.mark.slow
