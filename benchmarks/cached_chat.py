@@ -29,7 +29,8 @@ def _key(identity: dict, max_new_tokens: int) -> dict:
 
 def _digests(conversations: list[list[dict]], prefixes: list[str] | None) -> list[str]:
     asked = prefixes if prefixes is not None else [None] * len(conversations)
-    return [key_digest([c, p]) for c, p in zip(conversations, asked, strict=True)]
+    # an empty prefill is no prefill: a prompt attack's plain case reads the evaluation's reply
+    return [key_digest([c, p or None]) for c, p in zip(conversations, asked, strict=True)]
 
 
 def remember_replies(

@@ -31,7 +31,7 @@ from orin_unlearn.edge.cache import cached_json, store_json
 from orin_unlearn.edge.progress import progress_bar
 
 # bump when a change to the scorer would change scores, so no cached score outlives it
-SCORER_VERSION = 2
+SCORER_VERSION = 3
 
 
 @dataclass(frozen=True)

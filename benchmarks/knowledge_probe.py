@@ -72,6 +72,7 @@ def residuals(model: Any, tokenizer: Any, prompts: Sequence[Prompt], batch_size:
                 attention_mask=torch.from_numpy(mask),
                 position_ids=torch.from_numpy(positions_of(mask)),
                 output_hidden_states=True,
+                logits_to_keep=1,  # the residual stream is read, the LM head barely
             ).hidden_states
         last = torch.stack([h[:, -1] for h in hidden], dim=1).float().numpy()  # [batch, layers + 1, hidden]
         return list(last)

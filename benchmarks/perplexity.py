@@ -63,9 +63,11 @@ def chat_corpus(tokenizer: Any, prompts: Sequence[Any], end_token: str | None = 
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    """float32 log-probs, the normalising sum taken in float64."""
+    x = logits.astype(np.float32)
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    return x
 
 
 def perplexity(logprobs: Sequence[np.ndarray], continuations: Sequence[Sequence[int]]) -> float:
@@ -87,7 +89,7 @@ def mean_kl(reference: Sequence[np.ndarray], model: Sequence[np.ndarray]) -> flo
     for ref, got in zip(reference, model, strict=True):
         if ref.shape != got.shape:
             raise ValueError(f"log-prob shapes differ: {ref.shape} vs {got.shape}")
-        total += float((np.exp(ref) * (ref - got)).sum())
+        total += float((np.exp(ref) * (ref - got)).sum(dtype=np.float64))
         n += ref.shape[0]
     if n == 0:
         raise ValueError("nothing to compare")
@@ -163,6 +165,7 @@ def torch_scorer(model: Any, pad_id: int, batch_size: int = 32) -> Scorer:
         import torch
 
         full = [p + c[:-1] for p, c in zip(prompts, continuations, strict=True)]
+        keep = max(len(c) for c in continuations)
         ids, mask = left_pad(full, pad_id)
         device = next(model.parameters()).device
         with torch.no_grad():
@@ -171,10 +174,10 @@ def torch_scorer(model: Any, pad_id: int, batch_size: int = 32) -> Scorer:
                 attention_mask=torch.from_numpy(mask).to(device),
                 position_ids=torch.from_numpy(positions_of(mask)).to(device),
                 use_cache=False,
+                logits_to_keep=keep,  # the LM head only where a continuation token is predicted
             ).logits.float()
         logits = logits.cpu().numpy()
-        width = ids.shape[1]
-        return [log_softmax(logits[r, width - len(c) :]) for r, c in enumerate(continuations)]
+        return [log_softmax(logits[r, keep - len(c) :]) for r, c in enumerate(continuations)]
 
     return batched(one_batch, batch_size)
 

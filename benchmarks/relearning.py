@@ -251,8 +251,12 @@ def relearn(
             ids[i, : len(row)] = torch.tensor(row)
             labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
             mask[i, : len(row)] = 1
+        # logits (and the LM head's backward) only from the position before the first answer token
+        start = max(min(len(prompt) for prompt, _ in picked) - 1, 0)
         clone.train()
-        clone(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        clone(
+            input_ids=ids, attention_mask=mask, labels=labels[:, start:], logits_to_keep=width - start
+        ).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step in checkpoints:

@@ -137,7 +137,9 @@ def logit_lens(model: Any, tokenizer: Any, prompts: list[Prompt]) -> list[dict[s
     probs, tops = [], []
     with torch.no_grad():
         for ids, target in cases:
-            hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+            hidden = model(
+                input_ids=torch.tensor([ids]), output_hidden_states=True, logits_to_keep=1
+            ).hidden_states
             # transformers applies the final norm to the last hidden state already
             states = [norm(h[0, -1]) for h in hidden[:-1]] + [hidden[-1][0, -1]]
             p = torch.stack([torch.softmax(head(x).float(), -1) for x in states])

@@ -59,3 +59,11 @@ def test_replies_generated_elsewhere_are_read_back():
     inner = CountingChat()
     assert CachedChat(inner, {"weights": "a"}).answer_batch(ask("q2", "q3")) == ["two", "reply to q3 (40)"]
     assert inner.generated == ["q3"]
+
+
+def test_an_empty_prefill_reads_the_reply_asked_without_one():
+    inner = CountingChat()
+    CachedChat(inner, {"weights": "a"}).answer_batch(ask("q"))
+    got = CachedChat(inner, {"weights": "a"}).answer_batch(ask("q"), prefixes=[""])
+    assert got == ["reply to q (40)"]
+    assert inner.generated == ["q"]

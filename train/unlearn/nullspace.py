@@ -24,6 +24,7 @@ through that share.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -58,14 +59,33 @@ def collect_keys(
     sums: dict[int, torch.Tensor] = {}
     subjects = [e[2] for e in examples] if positions == "subject" else None
     pairs = [(e[0], e[1]) for e in examples]
-    with torch.no_grad(), probe.capture_mlp_inputs(model) as captured:
+    with torch.no_grad(), probe.capture_mlp_inputs(model) as captured, _stop_after(model, max(layers)):
         for batch in probe.batches(tokenizer, pairs, batch_size, subjects):
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            try:  # the layers above the last one read are never run
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            except _Enough:
+                pass
             where = batch["subject_pos"] if subjects is not None else batch["attention_mask"].bool()
             for layer in layers:
                 keys = captured[layer].float()[where]  # [tokens, d_ff]
                 sums[layer] = sums.get(layer, 0) + keys.T @ keys
     return sums
+
+
+class _Enough(Exception):
+    """Raised once the last `down_proj` a pass reads has its input: the rest of the pass is skipped."""
+
+
+@contextmanager
+def _stop_after(model, layer: int):
+    def stop(_module, _args):
+        raise _Enough
+
+    handle = down_proj(model, layer).register_forward_pre_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def null_projector(second_moment: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -147,6 +147,7 @@ def probe(
                     input_ids=batch["input_ids"].to(device),
                     attention_mask=batch["attention_mask"].to(device),
                     output_hidden_states=True,
+                    logits_to_keep=1,  # only the residual stream is read
                 )
             pos = batch["answer_pos"].to(device)
             rows = torch.arange(pos.shape[0], device=device)

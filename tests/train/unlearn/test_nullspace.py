@@ -69,3 +69,26 @@ def tok_batch(tok, examples):
 
     batch = collate([encode_example(tok, m, r) for m, r in examples], tok.pad_token_id)
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def test_keys_are_those_of_a_whole_forward_pass_though_the_layers_above_never_run(base_dir):
+    from orin_unlearn.edge.tokenizer import ChatTokenizer
+    from orin_unlearn.train.models import load_model
+    from orin_unlearn.train.unlearn import probe
+
+    model, tok = load_model(base_dir), ChatTokenizer(base_dir)
+    protected = [([{"role": "user", "content": "Who directed Heat?"}], "Michael Mann.")]
+    ran = []
+    last = len(probe.decoder_layers(model)) - 1
+    hook = down_proj(model, last).register_forward_pre_hook(lambda *_: ran.append(True))
+    try:
+        keys = nullspace.collect_keys(model, tok, protected, [0, 1])
+    finally:
+        hook.remove()
+    assert not ran  # the pass stopped at layer 1
+    with torch.no_grad(), probe.capture_mlp_inputs(model) as captured:
+        batch = tok_batch(tok, protected)
+        model(**batch)
+        for layer in (0, 1):
+            k = captured[layer].float()[batch["attention_mask"].bool()]
+            torch.testing.assert_close(keys[layer], k.T @ k)
