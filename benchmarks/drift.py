@@ -11,7 +11,9 @@ base and by the model (any `perplexity.Scorer`: torch, onnxruntime, an engine), 
 
 The base's log-probabilities are [tokens, vocab] floats (about 1 GB in fp32 for a 49k vocabulary
 and 5k tokens), so they are never cached: both models score the corpus chunk by chunk and only
-sums are kept. numpy only; the torch scorer imports torch inside.
+sums are kept. The result is small, though: `remember` stores it under both models' identities
+and the corpus's tokens, and `recall` reads it back (training measures an adapter's drift, the
+quality table asks for the same numbers again). numpy only; the torch scorer imports torch inside.
 
     from orin_unlearn.benchmarks import drift, perplexity
     drift.general_drift(perplexity.torch_scorer(base, pad), perplexity.torch_scorer(model, pad), tok)
@@ -26,6 +28,7 @@ from typing import Any
 
 from orin_unlearn.benchmarks.perplexity import Corpus, Scorer, mean_kl, perplexity, score_corpus
 from orin_unlearn.benchmarks.world.generic import GenericPrompt, generic_prompts
+from orin_unlearn.edge.cache import cached_map, key_digest, store_json
 
 END_OF_TURN = "<|im_end|>"
 
@@ -63,6 +66,29 @@ class Drift:
             "perplexity_base": self.perplexity_base,
             "perplexity": self.perplexity,
         }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Drift:
+        return cls(data["n"], data["tokens"], data["kl"], data["perplexity_base"], data["perplexity"])
+
+
+def _key(model: dict, reference: dict, corpus: Corpus) -> dict:
+    return {
+        "model": model,
+        "reference": reference,
+        "corpus": key_digest([corpus.prompts, corpus.continuations]),
+    }
+
+
+def remember(model: dict, reference: dict, corpus: Corpus, result: Drift) -> None:
+    """Store `result`, the drift of the model with identity `model` from `reference` on `corpus`."""
+    store_json("drift", _key(model, reference, corpus), result.to_json())
+
+
+def recall(model: dict, reference: dict, corpus: Corpus) -> Drift | None:
+    """The drift `remember` stored for these identities and exactly this corpus, else None."""
+    found = cached_map("drift", _key(model, reference, corpus))
+    return Drift.from_json(found) if found else None
 
 
 def general_drift(

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from orin_unlearn.benchmarks import drift
-from orin_unlearn.benchmarks.perplexity import mean_kl, perplexity, score_corpus, torch_scorer
+from orin_unlearn.benchmarks.perplexity import Corpus, mean_kl, perplexity, score_corpus, torch_scorer
 from orin_unlearn.benchmarks.world.generic import generic_prompts
 
 torch = pytest.importorskip("torch")
@@ -98,3 +98,13 @@ def test_drift_imports_without_torch():
         "bad = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]; sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_a_remembered_drift_is_recalled_only_for_the_same_models_and_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORIN_UNLEARN_CACHE", str(tmp_path))
+    corpus = Corpus([[1, 2, 3]], [[4, 5]])
+    got = drift.Drift(n=1, tokens=2, kl_per_token=0.25, perplexity_base=3.0, perplexity=3.5)
+    drift.remember({"w": "adapter"}, {"w": "base"}, corpus, got)
+    assert drift.recall({"w": "adapter"}, {"w": "base"}, corpus) == got
+    assert drift.recall({"w": "other"}, {"w": "base"}, corpus) is None
+    assert drift.recall({"w": "adapter"}, {"w": "base"}, Corpus([[1, 2, 3]], [[4, 6]])) is None

@@ -9,6 +9,7 @@ import pytest
 
 from orin_unlearn.benchmarks.stages import discover
 from orin_unlearn.edge import cli
+from orin_unlearn.edge.formats import read_manifest
 
 pytestmark = pytest.mark.slow
 PROMPTS = 40
@@ -49,6 +50,8 @@ def test_stage_table_measures_forgetting_and_drift(measured, capsys):
     base, adapter = rows["base (torch fp32)"]["metrics"], rows["adapter (torch fp32)"]["metrics"]
     assert base["forget leak (held-out)"] >= 0.8 and adapter["forget leak (held-out)"] <= 0.05
     assert base["KL to base"] == 0.0 and adapter["KL to base"] > 1e-4  # the adapter moved something
+    trained = read_manifest(run / "adapter")["results"]["after"]["drift"]  # read back, not measured again
+    assert (adapter["KL to base"], adapter["generic KL to base"]) == (trained["film_kl"], trained["kl"])
     for label in ("merged (torch fp32)", "onnx-fp32"):  # the same function as the adapter model
         m = rows[label]["metrics"]
         assert m["forget leak (held-out)"] == adapter["forget leak (held-out)"]

@@ -22,8 +22,10 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 
 from orin_unlearn.benchmarks.behaviour import behaviour
+from orin_unlearn.benchmarks.drift import Drift
 from orin_unlearn.benchmarks.forgetting import with_kept
 from orin_unlearn.benchmarks.knowledge import knowledge
+from orin_unlearn.benchmarks.perplexity import Corpus
 from orin_unlearn.benchmarks.world.stage import load_items
 from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -289,7 +291,8 @@ def run_unlearning(
     after_bank = reference.model_scores(model, s, items)
     bank = knowledge(items, after_bank, base_bank, cfg.seed, items_sha)
     moved = behaviour(other_films(base_replies), other_films(replies), s.data.catalogue, cfg.refusal)
-    after = replace(after, drift=measure_drift(s, model), knowledge=bank, behaviour=moved)
+    drifts = measure_drift(s, model)
+    after = replace(after, drift=drift_json(drifts), knowledge=bank, behaviour=moved)
     after = with_kept(before, after)
     results["after"] = after.to_json()
     results["wall_s"] = round(time.time() - start, 1)
@@ -301,7 +304,7 @@ def run_unlearning(
     if state.num_processes > 1:
         results["processes"] = state.num_processes
     if save and method.adapter:
-        reference.remember(s, save_adapter(s, model, mask, results), items, after_bank, replies)
+        reference.remember(s, save_adapter(s, model, mask, results), items, after_bank, replies, drifts)
     return share_results(state, results)
 
 
@@ -314,14 +317,16 @@ def share_results(state, results: dict | None) -> dict:
     return broadcast_object_list([results])[0]
 
 
-def measure_drift(s: Session, model) -> dict | None:
+def measure_drift(s: Session, model) -> list[tuple[Corpus, Drift]]:
     """KL(base || model) per token and perplexity on the generic chats outside the film world
-    (benchmarks/drift.py); the base is the same model with its adapters switched off. None for
-    methods that rewrite the base in place (full)."""
+    (benchmarks/drift.py), then on the held-out film chats; the base is the same model with its
+    adapters switched off. Each with the corpus it was taken on; none for methods that rewrite
+    the base in place (full)."""
     from orin_unlearn.benchmarks import drift, perplexity
+    from orin_unlearn.benchmarks.world.generic import generic_prompts
 
     if not hasattr(model, "disable_adapter"):
-        return None
+        return []
     pad = s.tokenizer.pad_token_id
     score = perplexity.torch_scorer(model, pad)
 
@@ -329,13 +334,23 @@ def measure_drift(s: Session, model) -> dict | None:
         with model.disable_adapter():
             return score(prompts, continuations)
 
-    got = drift.general_drift(base_score, score, s.tokenizer)
-    log.info("general drift on %d generic chats: KL %.4f nats/token", got.n, got.kl_per_token)
-    if not s.data.film_chats:
-        return got.to_json()
-    films = drift.general_drift(base_score, score, s.tokenizer, s.data.film_chats)
-    log.info("drift on %d held-out film chats: KL %.4f nats/token", films.n, films.kl_per_token)
-    return got.to_json() | {"film_kl": films.kl_per_token, "film_chats": films.n}
+    out = []
+    for name, prompts in (("generic", generic_prompts()), ("film", s.data.film_chats)):
+        if prompts:
+            got = drift.general_drift(base_score, score, s.tokenizer, prompts)
+            log.info("drift on %d %s chats: KL %.4f nats/token", got.n, name, got.kl_per_token)
+            out.append((drift.drift_corpus(s.tokenizer, prompts), got))
+    return out
+
+
+def drift_json(drifts: list[tuple[Corpus, Drift]]) -> dict | None:
+    """As the results store it: the generic chats' drift, with the film chats' KL beside it."""
+    if not drifts:
+        return None
+    out = drifts[0][1].to_json()
+    if len(drifts) > 1:
+        out |= {"film_kl": drifts[1][1].kl_per_token, "film_chats": drifts[1][1].n}
+    return out
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], key: dict) -> None:

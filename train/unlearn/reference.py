@@ -12,12 +12,17 @@ recomputed, whatever run, method comparison or stage asks again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.progress import Progress
 
+from orin_unlearn.benchmarks import drift
 from orin_unlearn.benchmarks.cached_chat import CachedChat, remember_replies
+from orin_unlearn.benchmarks.drift import Drift
 from orin_unlearn.benchmarks.forgetting import UnlearningMetrics
 from orin_unlearn.benchmarks.knowledge import ItemScores, measure_scores, store_scores
 from orin_unlearn.benchmarks.option_scoring import TorchSteps, options_scorer
+from orin_unlearn.benchmarks.perplexity import Corpus
 from orin_unlearn.benchmarks.world.items import Item
 from orin_unlearn.edge.answers import BackendChat
 from orin_unlearn.edge.backends.torch_backend import TorchBackend
@@ -76,12 +81,19 @@ def model_scores(model, s: Session, items: list[Item]) -> ItemScores:
 
 
 def remember(
-    s: Session, adapter, items: list[Item], scores: ItemScores, replies: dict[str, list[str]]
+    s: Session,
+    adapter,
+    items: list[Item],
+    scores: ItemScores,
+    replies: dict[str, list[str]],
+    drifts: Sequence[tuple[Corpus, Drift]] = (),
 ) -> None:
-    """Cache the saved adapter's bank scores and held-out replies under its identity: the export
-    gate, the quality table and the relearning protocol read them back."""
+    """Cache the saved adapter's bank scores, held-out replies and drift from the base under its
+    identity: the export gate, the quality table and the relearning protocol read them back."""
     identity = models.identity(s.base_dir, [*s.cfg.previous_adapters, adapter], s.cfg.dtype)
     store_scores(identity, items, scores)
+    for corpus, got in drifts:
+        drift.remember(identity, base_identity(s), corpus, got)
     conversations = [list(p.messages) for name in replies for p in s.data.eval_sets[name]]
     flat = [r for name in replies for r in replies[name]]
     remember_replies(identity, conversations, flat, s.cfg.eval_max_new_tokens)

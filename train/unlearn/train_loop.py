@@ -39,6 +39,67 @@ def adapter_off(model):
     return reference
 
 
+class RowCache:
+    """A frozen reference's logits with each chat computed once. The KL and NPO terms ask the
+    base about the same chats again and again (16 retain chats a step from a pool of a few
+    hundred) and the base never changes, so a step runs it only on the chats it has not seen.
+
+    Rows are right-padded (`collate`), so a row's logits do not depend on the rows beside it. A
+    row is kept from the first position it was asked for (its batch's `logits_to_keep` window)
+    to its last real token; every position a loss reads on it lies there in any later batch, as
+    its own reply starts no earlier. The window's other positions (before its reply, padding)
+    are zeros, which every term masks out. Past `budget` bytes, new rows are computed, not kept.
+    """
+
+    def __init__(self, reference: Callable[[dict], torch.Tensor], budget: int = 2 << 30):
+        self.reference = reference
+        self.budget = budget
+        self.kept: dict[tuple[int, ...], tuple[int, torch.Tensor]] = {}  # ids -> (first position, logits)
+        self.bytes = 0
+        self.computed = 0  # rows the reference ran on
+
+    def __call__(self, inputs: dict) -> torch.Tensor:
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        start = ids.shape[1] - (inputs.get("logits_to_keep") or ids.shape[1])  # the window's first position
+        lengths = mask.sum(1).tolist()
+        keys = [tuple(ids[b, :n].tolist()) for b, n in enumerate(lengths)]
+        rows = {k: self.kept[k] for k in keys if k in self.kept}
+        missing = [b for b, k in enumerate(keys) if k not in rows]
+        if missing:
+            rows |= self._run(ids, mask, lengths, keys, missing, start)
+        first = next(iter(rows.values()))[1]
+        out = first.new_zeros((len(keys), ids.shape[1] - start, first.shape[-1]))
+        for b, key in enumerate(keys):
+            since, logits = rows[key]
+            lo = max(since, start)
+            hi = max(lengths[b], lo)
+            out[b, lo - start : hi - start] = logits[lo - since : hi - since]
+        return out
+
+    def _run(self, ids, mask, lengths, keys, missing: list[int], start: int) -> dict:
+        """The reference on the `missing` rows alone (trimmed to their longest), each row's logits
+        from `start` to its end."""
+        width = max(lengths[b] for b in missing)
+        keep = max(width - start, 1)
+        index = torch.tensor(missing, device=ids.device)
+        logits = self.reference(
+            {
+                "input_ids": ids[index, :width],
+                "attention_mask": mask[index, :width],
+                "logits_to_keep": keep,
+            }
+        ).detach()
+        self.computed += len(missing)
+        got = {}
+        for i, b in enumerate(missing):
+            row = (start, logits[i, : max(lengths[b] - start, 0)].clone())
+            got[keys[b]] = row
+            if self.bytes + row[1].nbytes <= self.budget:
+                self.kept[keys[b]] = row
+                self.bytes += row[1].nbytes
+        return got
+
+
 def train(
     s: Session,
     model,
@@ -57,7 +118,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     ctx = LossContext(
-        model, reference, directions, str(accelerator.device), cfg.kl_positions, cfg.undial_strength
+        model, RowCache(reference), directions, str(accelerator.device), cfg.kl_positions, cfg.undial_strength
     )
     refusal, substitute = deep.forget_groups(s.tokenizer, s.data, cfg.refusal)
     neighbour = [encode_example(s.tokenizer, m, r) for m, r in s.data.neighbour]

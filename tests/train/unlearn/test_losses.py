@@ -59,3 +59,23 @@ def test_windowed_terms_equal_the_full_length_ones(name):
     assert windowed_value.item() > 0
     assert windowed_value.item() == pytest.approx(reference.item(), rel=1e-5)
     assert torch.allclose(grad, expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["retain_kl", "forget_npo"])
+def test_a_cached_reference_gives_the_same_terms_running_each_chat_once(name):
+    from orin_unlearn.train.unlearn.train_loop import RowCache
+
+    model, frozen = tiny_qwen2(VOCAB), tiny_qwen2(VOCAB, seed=1)
+    pool = chats([8, 5, 11, 6, 9], seed=2)  # five chats; batches draw them in different company
+    rows = [[0, 1, 2], [3, 1, 0], [4, 2]]
+    plain = LossContext(model, lambda x: frozen(**x).logits, kl_positions="reply")
+    cached = RowCache(plain.reference)
+    ctx = LossContext(model, cached, kl_positions="reply")
+    for picked in rows:
+        width = int(pool["attention_mask"][picked].sum(1).max())
+        batch = {k: v[picked][:, :width] for k, v in pool.items() if torch.is_tensor(v) and v.dim() == 2}
+        step = Step(forget=batch, retain=batch, truth=batch)
+        got, expected = LOSSES[name](ctx, step), LOSSES[name](plain, step)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-7)
+        assert expected.item() != 0.0
+    assert cached.computed == 5  # each chat once, whatever batch asked again
