@@ -196,7 +196,13 @@ def last_token_residuals(model, tokenizer, conversations: list[list[dict]], batc
                 ids[row, : len(x)] = torch.tensor(x)
                 mask[row, : len(x)] = 1
             with torch.no_grad():
-                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                # the hooks read the residual stream; the LM head runs on one position, not all
+                model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    use_cache=False,
+                    logits_to_keep=1,
+                )
             last = torch.tensor([len(x) - 1 for x in chunk], device=device)
             rows = torch.arange(len(chunk), device=device)
             out.append(torch.stack([seen[i][rows, last] for i in sorted(seen)]).float().cpu().numpy())
