@@ -116,7 +116,11 @@ def measure(
     )
     bank = knowledge(ev["items"], scores, base["scores"] if base else None, ev["seed"], ev["items_sha256"])
     corpus = perplexity.chat_corpus(subject.tokenizer, ev["corpus"])
-    films, general = _drifts(subject, base, corpus)
+    generic = drift.drift_corpus(subject.tokenizer, generic_prompts())
+    # what training or an earlier run measured of this stage against this base is read back
+    reference = base["subject"].identity if base is not None and subject.identity else None
+    films = drift.recall(subject.identity, reference, corpus) if reference else None
+    general = drift.recall(subject.identity, reference, generic) if reference else None
     logprobs = None if films else perplexity.score_corpus(subject.scorer, corpus)
     metrics = {k: v for k, v in headline(result).items() if v is not None}
     if base is not None and "neighbour" in ev["sets"]:
@@ -125,15 +129,19 @@ def measure(
         metrics["retain kept"] = rel.value("retain", "kept")
     metrics |= bank_metrics(bank)
     if films is None:
-        metrics["perplexity"] = perplexity.perplexity(logprobs, corpus.continuations)
-        metrics["KL to base"] = perplexity.mean_kl(base["logprobs"], logprobs) if base else None
-    else:
-        metrics["perplexity"], metrics["KL to base"] = films.perplexity, films.kl_per_token
+        ppl = perplexity.perplexity(logprobs, corpus.continuations)
+        kl = perplexity.mean_kl(base["logprobs"], logprobs) if base else None
+        base_ppl = base["metrics"]["perplexity"] if base else ppl
+        films = drift.Drift(len(corpus.prompts), corpus.tokens, kl, base_ppl, ppl)
+        if reference:
+            drift.remember(subject.identity, reference, corpus, films)
+    metrics["perplexity"], metrics["KL to base"] = films.perplexity, films.kl_per_token
     if base is not None:
         if general is None:
             general = drift.general_drift(base["subject"].scorer, subject.scorer, subject.tokenizer)
+            if reference:
+                drift.remember(subject.identity, reference, generic, general)
         metrics["generic KL to base"] = general.kl_per_token
-        _remember(subject, base, corpus, metrics, general)
     return {
         "metrics": metrics,
         "knowledge": bank.to_json(),
@@ -142,39 +150,6 @@ def measure(
         "result": result,
         "scores": scores,
     }
-
-
-def _drifts(subject: Subject, base: dict | None, corpus: perplexity.Corpus) -> tuple:
-    """The (film chats, generic chats) drift of `subject` from the base as training or an earlier
-    quality run stored it, each None where it was not."""
-    reference = base["subject"].identity if base is not None else None
-    if not (subject.identity and reference):
-        return None, None
-    generic = drift.drift_corpus(subject.tokenizer, generic_prompts())
-    return (
-        drift.recall(subject.identity, reference, corpus),
-        drift.recall(subject.identity, reference, generic),
-    )
-
-
-def _remember(
-    subject: Subject, base: dict, corpus: perplexity.Corpus, metrics: dict, general: drift.Drift
-) -> None:
-    """Store what this stage measured, so the next quality run reads it back."""
-    reference = base["subject"].identity
-    if not (subject.identity and reference):
-        return
-    films = drift.Drift(
-        len(corpus.prompts),
-        corpus.tokens,
-        metrics["KL to base"],
-        base["metrics"]["perplexity"],
-        metrics["perplexity"],
-    )
-    drift.remember(subject.identity, reference, corpus, films)
-    drift.remember(
-        subject.identity, reference, drift.drift_corpus(subject.tokenizer, generic_prompts()), general
-    )
 
 
 def bank_metrics(bank: KnowledgeMetrics) -> dict[str, float | None]:
